@@ -1,0 +1,45 @@
+# tunesvc: every target works from a fresh clone. `make test` installs first when needed.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# The CPU build of torch; a range above it would pull a multi-GB CUDA build.
+TORCH   ?= torch==2.13.0
+PGCLUSTER = $(shell ls /etc/postgresql 2>/dev/null | head -n1)
+
+.PHONY: install test lint demo bench dashboard clean services
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+services:
+	@if [ -n "$(PGCLUSTER)" ] && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		pg_ctlcluster --skip-systemctl-redirect $(PGCLUSTER) main start; fi
+
+test: install services
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check tunesvc objectives tests
+	$(BIN)/mypy
+
+demo: install
+	$(BIN)/tunesvc study delete demo --yes >/dev/null 2>&1 || true
+	$(BIN)/tunesvc study create demo --objective digits_mlp --n-trials 6 --epochs 5
+	$(BIN)/tunesvc study run demo
+	$(BIN)/tunesvc study best demo
+
+bench: install services
+	$(BIN)/python tests/benchmarks/run_all.py
+
+dashboard: install
+	$(BIN)/optuna-dashboard sqlite:///storage/tunesvc.db --artifact-dir storage/artifacts
+
+clean:
+	rm -rf $(VENV) storage/*.db storage/artifacts storage/datasets

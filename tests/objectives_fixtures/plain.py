@@ -1,0 +1,35 @@
+"""Plain Optuna objectives used by the tests: they call trial.suggest_* and trial.report."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+
+
+def quadratic(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -10.0, 10.0)
+    y = trial.suggest_int("y", 0, 10)
+    for step in range(1, 4):
+        trial.report(-(x - 2) ** 2 - y + step, step)
+    return -((x - 2) ** 2) - y
+
+
+quadratic.direction = "maximize"  # type: ignore[attr-defined]
+
+
+def flaky(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", 0.0, 1.0)
+    if x > 0.5:
+        raise ValueError(f"x too large: {x:.3f}")
+    return x
+
+
+def log_lr(trial: optuna.Trial) -> float:
+    lr = trial.suggest_float("lr", 1e-5, 1.0, log=True)
+    return -abs(math.log10(lr) + 2)
+
+
+def returns_nan(trial: optuna.Trial) -> float:
+    trial.suggest_float("x", 0.0, 1.0)
+    return math.nan

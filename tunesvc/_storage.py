@@ -1,0 +1,181 @@
+"""Where studies live: URL resolution, per-dialect engine settings, database errors mapped.
+
+The URL comes from the ``--storage`` flag, else ``TUNESVC_STORAGE``, else
+``sqlite:///storage/tunesvc.db`` relative to the working directory. Every message that shows a
+URL shows it through :func:`redact`, so a password never reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from tunesvc._errors import StorageError
+
+DEFAULT_URL = "sqlite:///storage/tunesvc.db"
+STORAGE_ENV = "TUNESVC_STORAGE"
+ARTIFACTS_ENV = "TUNESVC_ARTIFACTS"
+
+# Drivers installed with tunesvc; a bare dialect name gets these instead of SQLAlchemy's default.
+_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+            "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+CONNECT_TIMEOUT_S = 10
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def resolve_url(flag: str | None = None) -> str:
+    """The storage URL: the flag, else ``$TUNESVC_STORAGE``, else the default SQLite file."""
+    url = flag or os.environ.get(STORAGE_ENV) or DEFAULT_URL
+    return normalize_url(url)
+
+
+def normalize_url(url: str) -> str:
+    """Check the URL's form and pick the driver tunesvc installs for a bare dialect name."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise StorageError(
+            f"malformed storage URL {_scrub(url)!r}: expected e.g. sqlite:///storage/tunesvc.db "
+            "or postgresql://user@host:5432/dbname"
+        ) from None
+    if parsed.drivername in _DRIVERS:
+        parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
+        raise StorageError(f"unsupported storage {redact(url)!r}: use sqlite, postgresql or mysql")
+    if parsed.get_backend_name() == "sqlite" and not parsed.database:
+        raise StorageError("storage URL sqlite:// names no file: use sqlite:///path/to/file.db")
+    return parsed.render_as_string(hide_password=False)
+
+
+def redact(url: str | URL) -> str:
+    """The URL with its password replaced by ``***``."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except (ArgumentError, ValueError):
+        return _scrub(str(url))
+    return parsed.render_as_string(hide_password=True)
+
+
+def _scrub(text: str) -> str:
+    # A malformed URL may still carry "user:password@"; drop what sits between ':' and '@'.
+    head, at, tail = text.rpartition("@")
+    if not at:
+        return text
+    scheme, sep, userinfo = head.partition("://")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{tail}" if ":" in userinfo else text
+
+
+def _place(url: URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite file {url.database}"
+    return f"database {url.database!r} on {url.host or 'localhost'}:{url.port or 'default port'}"
+
+
+def _engine_kwargs(url: URL) -> dict[str, Any]:
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    common: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300, "pool_size": 4,
+                              "max_overflow": 4}
+    if backend == "postgresql":
+        common["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    else:
+        common["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return common
+
+
+def _serialize_sqlite_writers(engine: sqlalchemy.engine.Engine) -> None:
+    """WAL plus BEGIN IMMEDIATE: several local workers on one SQLite file queue for the write
+    lock instead of failing with "database is locked" when a read upgrades to a write."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let BEGIN below control transactions
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn database errors raised inside the block into one-line :class:`StorageError`s."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except DBAPIError as e:
+        raise StorageError(_explain(url, e)) from None
+    except NoSuchModuleError:
+        raise StorageError(f"no driver for storage {redact(url)!r}") from None
+    except RuntimeError as e:
+        if "compatible with the table schema" in str(e):
+            raise StorageError(
+                f"storage {redact(url)} was set up by an older Optuna; run "
+                f"`tunesvc storage upgrade --storage '{redact(url)}'` (back it up first)"
+            ) from None
+        raise
+
+
+def _explain(url: str, e: DBAPIError) -> str:
+    parsed = make_url(url)
+    reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+    if parsed.password:
+        reason = reason.replace(parsed.password, "***")
+    return f"cannot use storage {redact(url)} ({_place(parsed)}): {reason}"
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    heartbeat_stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+    | None = None,
+) -> optuna.storages.RDBStorage:
+    """Open (and create, if new) the Optuna database at ``url`` with tunesvc's engine settings."""
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    with storage_errors(url), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(parsed),
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=heartbeat_stale_trial_callback,
+        )
+        if parsed.get_backend_name() == "sqlite":
+            _serialize_sqlite_writers(storage.engine)
+            storage.engine.dispose()  # connections opened during set-up lack the settings
+    return storage
+
+
+def artifacts_dir(url: str) -> Path:
+    """Where checkpoints and figures go: ``$TUNESVC_ARTIFACTS``, else ``storage/artifacts``
+    beside the default SQLite file (a path machines that share a filesystem can all reach)."""
+    env = os.environ.get(ARTIFACTS_ENV)
+    if env:
+        return Path(env)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return Path(parsed.database).parent / "artifacts"
+    return Path("storage") / "artifacts"

@@ -3,7 +3,8 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-# The CPU build of torch; a range above it would pull a multi-GB CUDA build.
+# The CPU build of torch (a wheel of it lies on this machine class's disk); a range above it
+# would pull a multi-GB CUDA build. On a GPU machine: make install TORCH=torch
 TORCH   ?= torch==2.13.0
 PGCLUSTER = $(shell ls /etc/postgresql 2>/dev/null | head -n1)
 

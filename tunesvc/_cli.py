@@ -18,7 +18,8 @@ import typer
 from tunesvc import _service as service
 from tunesvc._errors import SpecError, TunesvcError
 from tunesvc._spec import StudySpec, parse_param_option, parse_spec, parse_spec_dict
-from tunesvc._storage import redact, resolve_url
+from tunesvc._storage import redact, resolve_url, upgrade_storage
+from tunesvc._workers import ProgressDisplay
 
 app = typer.Typer(
     help="Hyperparameter tuning for PyTorch models, on Optuna. Define a study once, run it "
@@ -29,6 +30,8 @@ app = typer.Typer(
 )
 study_app = typer.Typer(help="Create, run and inspect studies.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
+storage_app = typer.Typer(help="Manage the database studies live in.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -155,12 +158,15 @@ def study_create(
 @handles_errors
 def study_run(
     name: Annotated[str, typer.Argument(help="The study to run.")],
+    workers: Annotated[int, typer.Option(
+        "--workers", "-w", help="Worker processes on this machine.")] = 1,
     n_trials: Annotated[int | None, typer.Option(
-        help="Run at most this many trials in this process.")] = None,
+        help="Run at most this many trials in this command.")] = None,
     timeout: Annotated[float | None, typer.Option(
         help="Start no new trial after this many seconds.")] = None,
     device: Annotated[str | None, typer.Option(
-        help="cpu, cuda, cuda:N or auto; default: the spec's.")] = None,
+        help="cpu, cuda (workers spread over the GPUs), cuda:N (pinned) or auto; "
+        "default: the spec's.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
@@ -168,16 +174,10 @@ def study_run(
     """Run queued trials until the study's budget or grid is used up. Start it on as many
     machines as you like: each trial runs exactly once."""
     url = resolve_url(storage)
-
-    def progress(result: Any) -> None:
-        if not (quiet or as_json):
-            detail = f" ({result.error})" if result.error else ""
-            value = f" value={_fmt(result.value)}" if result.value is not None else ""
-            typer.echo(f"trial {result.number} {result.state.name.lower()} "
-                       f"[{result.outcome}]{value} {_params(result.params)}{detail}")
-
-    summary = service.run_study(name, url, n_trials=n_trials, timeout=timeout, device=device,
-                                on_result=progress)
+    live = sys.stdout.isatty() and not (quiet or as_json)
+    with ProgressDisplay(live=live, quiet=quiet or as_json) as display:
+        summary = service.run_study(name, url, n_trials=n_trials, timeout=timeout, device=device,
+                                    workers=workers, on_event=display)
     if as_json:
         print_json(summary.to_json())
     elif summary.already_finished:
@@ -286,5 +286,18 @@ def study_delete(
     typer.echo(f"deleted study {name!r}")
 
 
+@storage_app.command("upgrade")
+@handles_errors
+def storage_upgrade(storage: StorageOpt = None) -> None:
+    """Upgrade the database's Optuna schema to this Optuna's (Optuna's own migration). Back
+    the database up first; stop every worker using it."""
+    result = upgrade_storage(resolve_url(storage))
+    if result.changed:
+        typer.echo(f"upgraded {result.storage}: schema {result.before} -> {result.after}")
+    else:
+        typer.echo(f"{result.storage} is up to date (schema {result.after})")
+
+
 def main() -> None:
     app()
+

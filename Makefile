@@ -13,6 +13,9 @@ PGCLUSTER = $(shell ls /etc/postgresql 2>/dev/null | head -n1)
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@# Debian's Chromium drives the dashboard's browser test (no browser download of its own).
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq chromium; fi
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]"
@@ -39,7 +42,7 @@ bench: install services
 	$(BIN)/python tests/benchmarks/run_all.py
 
 dashboard: install
-	$(BIN)/optuna-dashboard sqlite:///storage/tunesvc.db --artifact-dir storage/artifacts
+	$(BIN)/tunesvc dashboard
 
 clean:
 	rm -rf $(VENV) storage/*.db storage/artifacts storage/datasets

@@ -1,6 +1,13 @@
-"""tunesvc: hyperparameter tuning for PyTorch models, on Optuna."""
+"""tunesvc: hyperparameter tuning for PyTorch models, on Optuna.
+
+The training names (``TrainingSetup``, ``fit``, ...) import torch, so they load on first use:
+``tunesvc --help`` and the storage commands stay fast.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from tunesvc._curves import CURVES_ATTR, DIAGNOSIS_ATTR, Curves, EpochRecord, curves_of
 from tunesvc._errors import (
@@ -14,13 +21,51 @@ from tunesvc._errors import (
 )
 from tunesvc._spec import StudySpec, grid_cells, grid_points, parse_spec
 
+if TYPE_CHECKING:
+    from tunesvc._diagnosis import Diagnosis, DiagnosisThresholds, diagnose, diagnose_values
+    from tunesvc._pruner import Decision, LearningCurvePruner, make_pruner
+    from tunesvc._training import (
+        FitResult,
+        TrainingSetup,
+        fit,
+        resolve_device,
+        scheduled_lr,
+    )
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "TrainingSetup": "tunesvc._training",
+    "FitResult": "tunesvc._training",
+    "fit": "tunesvc._training",
+    "resolve_device": "tunesvc._training",
+    "scheduled_lr": "tunesvc._training",
+    "Diagnosis": "tunesvc._diagnosis",
+    "DiagnosisThresholds": "tunesvc._diagnosis",
+    "diagnose": "tunesvc._diagnosis",
+    "diagnose_values": "tunesvc._diagnosis",
+    "Decision": "tunesvc._pruner",
+    "LearningCurvePruner": "tunesvc._pruner",
+    "make_pruner": "tunesvc._pruner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tunesvc' has no attribute {name!r}")
+
 
 __all__ = [
     "CURVES_ATTR",
     "DIAGNOSIS_ATTR",
     "Curves",
+    "Decision",
+    "Diagnosis",
+    "DiagnosisThresholds",
     "EpochRecord",
+    "FitResult",
+    "LearningCurvePruner",
     "ObjectiveError",
     "SpecError",
     "StorageError",
@@ -28,9 +73,16 @@ __all__ = [
     "StudyNotFoundError",
     "StudySpec",
     "TrainingError",
+    "TrainingSetup",
     "TunesvcError",
     "curves_of",
+    "diagnose",
+    "diagnose_values",
+    "fit",
     "grid_cells",
     "grid_points",
+    "make_pruner",
     "parse_spec",
+    "resolve_device",
+    "scheduled_lr",
 ]

@@ -1,0 +1,278 @@
+"""The learning-curve diagnoses as pure functions: one table of labelled curves, and properties
+over arbitrary curves (gaps, duplicates, NaN, inf, constants) that must never crash."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tunesvc._curves import Curves
+from tunesvc._diagnosis import (
+    ADVICE,
+    LABELS,
+    Diagnosis,
+    DiagnosisThresholds,
+    diagnose,
+    diagnose_values,
+)
+
+NAN = math.nan
+INF = math.inf
+
+
+def make(
+    train_loss: list[float],
+    val_loss: list[float] | None = None,
+    train_acc: list[float] | None = None,
+    val_acc: list[float] | None = None,
+    lr: list[float] | None = None,
+    epochs: list[int] | None = None,
+) -> Curves:
+    n = len(train_loss)
+    return Curves(
+        epoch=epochs if epochs is not None else list(range(n)),
+        train_loss=train_loss,
+        val_loss=val_loss if val_loss is not None else [x * 1.05 for x in train_loss],
+        train_acc=train_acc if train_acc is not None else [NAN] * n,
+        val_acc=val_acc if val_acc is not None else [NAN] * n,
+        lr=lr if lr is not None else [0.01] * n,
+        seconds=[0.1] * n,
+    )
+
+
+def rising(start: float, end: float, n: int) -> list[float]:
+    """Concave rise from start to end over n points (fast at first, like a learning curve)."""
+    return [start + (end - start) * (1 - 0.8**i) / (1 - 0.8 ** (n - 1)) for i in range(n)]
+
+
+def falling_loss(n: int, start: float = 2.3, end: float = 0.3) -> list[float]:
+    return rising(start, end, n)
+
+
+N = 20
+CASES = [
+    (
+        "bad_initial_loss",
+        make([40.0, 20.0, 10.0, 5.0, 3.0], train_acc=[0.1] * 5, val_acc=[0.1] * 5),
+        10,
+    ),
+    ("diverged", make([2.3, 1.5, 1.2, NAN]), 10),
+    ("diverged", make([2.3, 1.5, INF, 1.0]), None),
+    ("diverged", make([2.3, 4.0, 9.0, 30.0, 50.0]), 10),
+    (
+        "bad_init",
+        make(
+            [2.30, 2.30, 2.29, 2.30, 2.29, 2.29, 1.5, 0.8, 0.5, 0.4],
+            train_acc=[0.1] * 6 + [0.5, 0.8, 0.9, 0.95],
+            val_acc=[0.1] * 6 + [0.5, 0.8, 0.88, 0.9],
+        ),
+        10,
+    ),
+    (
+        "plateau",
+        make(
+            falling_loss(N),
+            train_acc=rising(0.1, 0.93, 12) + [0.93] * 8,
+            val_acc=rising(0.1, 0.92, 12) + [0.92] * 8,
+        ),
+        10,
+    ),
+    (
+        "decay_too_early",
+        make(
+            [2.3, 1.6, 1.1] + [0.9] * 17,
+            train_acc=[0.1, 0.4, 0.6] + [0.65] * 17,
+            val_acc=[0.1, 0.4, 0.6] + [0.64] * 17,
+            lr=[0.1] * 3 + [0.001] * 17,
+        ),
+        10,
+    ),
+    (
+        "overfitting",
+        make(
+            falling_loss(N, end=0.01),
+            val_loss=[2.3, 1.5, 1.0, 0.8, 0.7] + [0.7 + 0.05 * i for i in range(15)],
+            train_acc=rising(0.1, 1.0, N),
+            val_acc=rising(0.1, 0.8, 6) + [0.8 - 0.005 * i for i in range(1, 15)],
+        ),
+        10,
+    ),
+    (
+        "underfitting",
+        make(
+            falling_loss(N, end=1.6),
+            train_acc=rising(0.1, 0.45, N),
+            val_acc=rising(0.1, 0.44, N),
+            lr=[0.01 * (1 - i / N) for i in range(N)],
+        ),
+        10,
+    ),
+    (
+        "healthy",
+        make(
+            falling_loss(N, end=0.2),
+            train_acc=rising(0.1, 0.97, N),
+            val_acc=rising(0.1, 0.94, N),
+        ),
+        10,
+    ),
+    ("insufficient_data", make([2.3]), 10),
+    ("insufficient_data", make([]), 10),
+    ("insufficient_data", make([NAN, NAN, NAN], val_loss=[NAN] * 3), None),
+    # Missing epochs: the same overfitting story with holes in it.
+    (
+        "overfitting",
+        make(
+            [2.3, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02],
+            val_loss=[2.3, 1.1, 0.8, 0.9, 1.0, 1.1, 1.3],
+            train_acc=[0.1, 0.7, 0.85, 0.95, 0.98, 1.0, 1.0],
+            val_acc=[0.1, 0.65, 0.75, 0.74, 0.72, 0.70, 0.68],
+            epochs=[0, 1, 3, 6, 9, 14, 20],
+        ),
+        10,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "curves", "num_classes"),
+    CASES,
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)],
+)
+def test_diagnose_labels_curves(label: str, curves: Curves, num_classes: int | None) -> None:
+    d = diagnose(curves, num_classes=num_classes)
+    assert d.label == label, d.reason
+    assert d.advice == ADVICE[label]
+    assert d.reason
+    assert json.dumps(d.to_json(), allow_nan=False)
+
+
+def test_initial_loss_near_log_classes_is_not_flagged() -> None:
+    curves = make(falling_loss(N), train_acc=rising(0.1, 0.97, N), val_acc=rising(0.1, 0.94, N))
+    assert diagnose(curves, num_classes=10).label == "healthy"
+    # The same curve judged as a 1000-class problem starts far below log(1000).
+    assert diagnose(curves, num_classes=1000).label == "bad_initial_loss"
+
+
+def test_bad_initial_loss_needs_epoch_zero() -> None:
+    curves = make([40.0, 20.0, 10.0, 5.0], epochs=[1, 2, 3, 4])
+    assert diagnose(curves, num_classes=10).label != "bad_initial_loss"
+
+
+def test_thresholds_are_used() -> None:
+    curves = make([2.3, 4.0, 5.0, 5.5])  # climbs to 2.4x its start
+    assert diagnose(curves).label != "diverged"
+    assert diagnose(curves, thresholds=DiagnosisThresholds(diverge_ratio=2.0)).label == "diverged"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("min_points", 0),
+        ("window", 1.5),
+        ("diverge_ratio", 1.0),
+        ("overfit_gap", -0.1),
+        ("decay_ratio", 1.0),
+        ("flat_gain", NAN),
+        ("underfit_acc", True),
+    ],
+)
+def test_invalid_thresholds_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"^{field}: expected"):
+        DiagnosisThresholds(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("values", "direction", "label"),
+    [
+        ([0.1, 0.5, 0.7, 0.8, 0.85, 0.88, 0.9], "maximize", "healthy"),
+        ([0.1, 0.5, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9], "maximize", "plateau"),
+        ([0.1, 0.5, NAN], "maximize", "diverged"),
+        ([2.3, 1.0, 0.5, 0.4, 0.35, 0.32], "minimize", "healthy"),
+        ([2.3, 5.0, 9.0, 20.0], "minimize", "diverged"),
+        ([2.3, 2.3, 2.3, 2.3, 2.29, 1.0, 0.5], "minimize", "bad_init"),
+        ([0.1, 0.1, 0.1, 0.1, 0.1, 0.6, 0.8], "maximize", "bad_init"),
+        ([0.5], "maximize", "insufficient_data"),
+        ([], "minimize", "insufficient_data"),
+        ([0.3, 0.3, 0.3, 0.3], "maximize", "healthy"),
+    ],
+)
+def test_diagnose_values(values: list[float], direction: str, label: str) -> None:
+    d = diagnose_values(values, direction)  # type: ignore[arg-type]
+    assert d.label == label, d.reason
+
+
+def test_diagnosis_json_round_trip() -> None:
+    d = Diagnosis("diverged", "r", ADVICE["diverged"], 3, {"a": 1.5, "b": NAN, "c": "x"})
+    back = Diagnosis.from_json(json.loads(json.dumps(d.to_json(), allow_nan=False)))
+    assert back.label == d.label and back.epoch == 3 and back.evidence["b"] is None
+
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.floats(min_value=0.0, max_value=3.0),
+    st.sampled_from([0.0, 1.0, NAN, INF, -INF, 2.302585]),
+)
+
+
+@st.composite
+def any_curves(draw: st.DrawFn) -> Curves:
+    n = draw(st.integers(0, 30))
+    epochs = draw(
+        st.one_of(
+            st.just(list(range(n))),
+            st.lists(st.integers(0, 60), min_size=n, max_size=n),  # gaps, duplicates, disorder
+        )
+    )
+    cols = {
+        name: draw(st.lists(values, min_size=n, max_size=n))
+        for name in ("train_loss", "val_loss", "train_acc", "val_acc", "lr", "seconds")
+    }
+    return Curves(epoch=epochs, **cols)
+
+
+@settings(max_examples=150, deadline=None)
+@given(curves=any_curves(), num_classes=st.sampled_from([None, 2, 10]))
+def test_diagnose_never_crashes(curves: Curves, num_classes: int | None) -> None:
+    d = diagnose(curves, num_classes=num_classes)
+    assert d.label in LABELS
+    assert d.advice == ADVICE[d.label]
+    data = json.loads(json.dumps(d.to_json(), allow_nan=False))
+    assert Diagnosis.from_json(data).label == d.label
+    if d.epoch is not None:
+        assert d.epoch in curves.epoch
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    v=st.lists(values, max_size=40),
+    direction=st.sampled_from(["maximize", "minimize"]),
+)
+def test_diagnose_values_never_crashes(v: list[float], direction: str) -> None:
+    d = diagnose_values(v, direction)  # type: ignore[arg-type]
+    assert d.label in ("diverged", "bad_init", "plateau", "healthy", "insufficient_data")
+    json.dumps(d.to_json(), allow_nan=False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(3, 30),
+    c=st.floats(0.01, 10.0),
+    acc=st.floats(0.0, 1.0),
+)
+def test_constant_curves_are_never_a_fault_of_change(n: int, c: float, acc: float) -> None:
+    """A curve that never moves has neither diverged, nor plateaued, nor overfitted."""
+    d = diagnose(make([c] * n, val_loss=[c] * n, train_acc=[acc] * n, val_acc=[acc] * n))
+    assert d.label not in ("diverged", "plateau", "overfitting", "bad_init", "decay_too_early")
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(2, 30), pos=st.data())
+def test_a_nan_loss_at_the_end_is_divergence(n: int, pos: st.DataObject) -> None:
+    loss = falling_loss(n)
+    loss[-1] = pos.draw(st.sampled_from([NAN, INF]))
+    assert diagnose(make(loss, val_loss=falling_loss(n))).label == "diverged"

@@ -1,0 +1,38 @@
+"""A classifier whose last layer starts 50x too large: confidently wrong at initialization."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tunesvc._training import TrainingSetup
+
+DIRECTION = "maximize"
+METRIC = "val_acc"
+EPOCHS = 2
+SEARCH_SPACE: dict[str, Any] = {"lr": {"low": 1e-4, "high": 1e-1, "log": True}}
+DEFAULTS: dict[str, Any] = {"lr": 1e-2}
+
+
+def blobs(classes: int = 4, random_labels: bool = False) -> tuple[Tensor, ...]:
+    """512 inputs whose class is the arg-max of their first ``classes`` features (or random)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 16, generator=g)
+    y = (torch.randint(classes, (512,), generator=g) if random_labels
+         else x[:, :classes].argmax(dim=1))
+    return x[:384], y[:384], x[384:], y[384:]
+
+
+def build(params: dict[str, Any]) -> TrainingSetup:
+    x, y, xv, yv = blobs()
+
+    def model() -> nn.Module:
+        net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+        with torch.no_grad():
+            net[2].weight.mul_(50.0)
+        return net
+
+    return TrainingSetup(model=model, train=(x, y), val=(xv, yv), lr=float(params["lr"]),
+                         num_classes=4)

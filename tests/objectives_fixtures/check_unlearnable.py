@@ -1,0 +1,31 @@
+"""Random labels and a linear model: it cannot memorize even five minibatches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tunesvc._training import TrainingSetup
+
+DIRECTION = "maximize"
+METRIC = "val_acc"
+EPOCHS = 2
+SEARCH_SPACE: dict[str, Any] = {"lr": {"low": 1e-4, "high": 1e-1, "log": True}}
+DEFAULTS: dict[str, Any] = {"lr": 1e-2}
+
+
+def blobs(classes: int = 4, random_labels: bool = False) -> tuple[Tensor, ...]:
+    """512 inputs whose class is the arg-max of their first ``classes`` features (or random)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 16, generator=g)
+    y = (torch.randint(classes, (512,), generator=g) if random_labels
+         else x[:, :classes].argmax(dim=1))
+    return x[:384], y[:384], x[384:], y[384:]
+
+
+def build(params: dict[str, Any]) -> TrainingSetup:
+    x, y, xv, yv = blobs(classes=10, random_labels=True)
+    return TrainingSetup(model=lambda: nn.Linear(16, 10), train=(x, y), val=(xv, yv),
+                         lr=float(params["lr"]), num_classes=10)

@@ -1,0 +1,180 @@
+"""The recipe's commands: ``check``, ``recipe``, ``dashboard``, ``study refine``,
+``study report``. Thin, as in :mod:`tunesvc._cli`: read options, call one function, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tunesvc._cli import (
+    JsonOpt,
+    StorageOpt,
+    app,
+    handles_errors,
+    print_json,
+    print_table,
+    study_app,
+)
+from tunesvc._storage import resolve_url
+
+if TYPE_CHECKING:
+    from tunesvc._check import CheckReport
+
+# torch, plotly and optuna-dashboard are imported inside the commands: `tunesvc --help` and the
+# study commands stay fast.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", help="NAME=VALUE fixing one of the objective's params; repeatable.")]
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else "-" if x is None else str(x)
+
+
+def _print_checks(report: CheckReport) -> None:
+    print_table([[c.name, c.verdict, c.summary] for c in report.checks],
+                ["check", "verdict", "what it found"])
+    for c in report.checks:
+        if c.verdict != "skipped":
+            typer.echo(f"  {c.name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in c.numbers.items()))
+        if c.verdict == "fail" and c.advice:
+            typer.secho(f"  try: {c.advice}", fg=typer.colors.YELLOW)
+    if report.skipped:
+        typer.echo(f"skipped: {', '.join(report.skipped)}")
+
+
+@app.command("check")
+@handles_errors
+def check(
+    objective: Annotated[str, typer.Argument(help="Built-in name, module or path/file.py.")],
+    param: ParamOpt = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    as_json: JsonOpt = False,
+) -> None:
+    """Before tuning: initial loss against log(num_classes), overfit 5 minibatches, and an LR
+    range test that suggests the LR range for a coarse study. Exits 1 if a check fails."""
+    from tunesvc._check import parse_fixed_params, run_checks
+
+    report = run_checks(objective, parse_fixed_params(param or []), device=device)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        _print_checks(report)
+        if report.suggested_lr is not None:
+            lr = report.suggested_lr
+            typer.echo(f"suggested: --param lr={lr.low:.3g}..{lr.high:.3g},log "
+                       f"(or `tunesvc study create NAME --objective {objective} --from-check`)")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("recipe")
+@handles_errors
+def recipe(
+    objective: Annotated[str, typer.Argument(help="A structured objective (with build).")],
+    budget: Annotated[str, typer.Option(
+        help="tiny, small or medium, then KEY=N overrides: coarse_trials, coarse_epochs, top, "
+        "refine_trials, refine_epochs, final_epochs.")] = "small",
+    name: Annotated[str | None, typer.Option(
+        help="Prefix of the studies: NAME-coarse, NAME-refine, NAME-final.")] = None,
+    param: ParamOpt = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check, coarse random search, refine, train the best longer; ends with the best
+    configuration and what each stage found. Stops at the first failed check."""
+    from tunesvc._check import parse_fixed_params
+    from tunesvc._recipe import parse_budget, run_recipe
+
+    say = None if as_json else typer.echo
+    result = run_recipe(objective, resolve_url(storage), budget=parse_budget(budget),
+                        prefix=name, params=parse_fixed_params(param or []), device=device,
+                        progress=say)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        if result.stopped:
+            _print_checks(result.checks)
+        print_table([[s.stage, s.study or "-", s.trials, _fmt(s.best_value),
+                      ", ".join(f"{k} {v}" for k, v in s.diagnoses.items()) or "-", s.note]
+                     for s in result.stages],
+                    ["stage", "study", "trials", "best", "diagnoses", "note"])
+        if result.best is not None:
+            typer.echo(f"best configuration ({result.best['study']}, value "
+                       f"{_fmt(result.best['value'])}): "
+                       + " ".join(f"{k}={_fmt(v)}" for k, v in result.best["params"].items()))
+    if result.stopped:
+        typer.secho(f"error: recipe stopped: {result.stopped}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
+@app.command("dashboard")
+@handles_errors
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+) -> None:
+    """optuna-dashboard on the same storage and artifacts, with tunesvc's notes and figures."""
+    from tunesvc._dashboard import make_dashboard
+
+    board = make_dashboard(resolve_url(storage), host, port)
+    typer.echo(f"dashboard for {board.storage} (artifacts {board.artifacts}) at {board.url}")
+    typer.echo("Ctrl-C stops it.")
+    try:
+        board.serve_forever()
+    except KeyboardInterrupt:
+        board.shutdown()
+
+
+@study_app.command("refine")
+@handles_errors
+def study_refine(
+    name: Annotated[str, typer.Argument(help="The parent study.")],
+    into: Annotated[str, typer.Option("--into", help="Name of the new, refined study.")],
+    top: Annotated[int, typer.Option(help="Narrow around this many best trials.")] = 3,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: 2x).")] = None,
+    sampler: Annotated[str | None, typer.Option(
+        help="grid or random (default: parent's).")] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Budget (default: parent's).")] = None,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A new study linked to NAME, its ranges narrowed around NAME's top trials (widened where
+    the best sit at an edge), with more epochs and the same sampler."""
+    from tunesvc._refine import refine_study
+
+    result = refine_study(name, into, resolve_url(storage), top=top, epochs=epochs,
+                          sampler=sampler, n_trials=n_trials)
+    if as_json:
+        print_json(result.to_json())
+        return
+    typer.echo(f"created study {into!r} from the top {len(result.top)} trials of {name!r}: "
+               f"{result.planned} trials queued ({result.sampler}, {result.epochs} epochs)")
+    for note in result.notes:
+        typer.echo(f"  {note}")
+    typer.echo(f"run it with: tunesvc study run {into}")
+
+
+@study_app.command("report")
+@handles_errors
+def study_report(
+    name: Annotated[str, typer.Argument(help="The study.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for NAME.html (default: .).")] = None,
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write one static HTML file with the study's figures and tables, to share without a
+    server."""
+    from tunesvc._report import write_report
+
+    result = write_report(name, resolve_url(storage), out)
+    if as_json:
+        print_json(result.to_json())
+        return
+    typer.echo(f"wrote {result.path} ({result.trials} trials)")

@@ -138,6 +138,8 @@ def study_create(
     direction: Annotated[str | None, typer.Option(help="maximize or minimize.")] = None,
     pruner: Annotated[str | None, typer.Option(
         help="diagnostic (default), median, hyperband or none.")] = None,
+    from_check: Annotated[bool, typer.Option(
+        "--from-check", help="Take lr's range from `tunesvc check`'s LR range test.")] = False,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -145,6 +147,10 @@ def study_create(
     url = resolve_url(storage)
     spec = _spec_from_options(spec_file, objective, sampler, n_trials, epochs, param or [],
                               direction, pruner)
+    if from_check:
+        from tunesvc._check import with_checked_lr
+
+        spec = with_checked_lr(spec)
     summary = service.create_study(name, spec, url)
     if as_json:
         print_json(summary.to_json())
@@ -301,3 +307,5 @@ def storage_upgrade(storage: StorageOpt = None) -> None:
 def main() -> None:
     app()
 
+
+from tunesvc import _cli_recipe  # noqa: E402,F401  (registers recipe commands)

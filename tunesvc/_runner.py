@@ -4,16 +4,23 @@ Every trial of a tunesvc study is created at ``study create`` time as a WAITING 
 params (the grid's cells, or the seeded random draws). A worker claims one with an atomic
 WAITING -> RUNNING transition in the database, so two workers never run the same cell and the
 study-wide budget is exact however many workers join.
+
+While it runs a trial, a worker beats for it (see :mod:`tunesvc._heartbeat`); a trial whose
+worker dies is failed by another worker and queued again on the same slot. Database calls made
+here are retried while the database is away. A stop request (SIGINT, SIGTERM) interrupts the
+objective only; the interrupted trial is marked FAIL and queued again, so none stays RUNNING.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.distributions import (
@@ -27,13 +34,55 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc._curves import CURVES_ATTR, DIAGNOSIS_ATTR, OUTCOME_ATTR, Curves, EpochRecord
 from tunesvc._errors import ObjectiveError, TunesvcError
+from tunesvc._heartbeat import (
+    HEARTBEAT_INTERVAL_S,
+    RETRY_OF_ATTR,
+    SLOT_ATTR,
+    WORKER_ATTR,
+    DatabaseHealth,
+    Heartbeat,
+    fail_lost_trials,
+    heartbeat_ages,
+    requeue,
+    retry_db,
+)
 from tunesvc._objectives import Objective
 from tunesvc._spec import ChoiceParam, Direction, ParamSpec, RangeParam, StudySpec
 
-SLOT_ATTR = "slot"
-"""User attribute: the index of the queued draw (grid cell or random draw) a trial runs."""
 ERROR_ATTR = "error"
-RETRY_OF_ATTR = "retry_of"
+CURVES_EVERY_S = 2.0
+"""Least seconds between two writes of a running trial's curves (live views lag this much)."""
+
+__all__ = ["ERROR_ATTR", "RETRY_OF_ATTR", "SLOT_ATTR", "WORKER_ATTR"]
+
+
+class StopRequest:
+    """A worker's stop request (SIGINT/SIGTERM): it interrupts the objective if one runs,
+    else the worker claims nothing more. Set from a signal handler in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.in_objective = False
+
+    def request(self) -> None:
+        self.requested = True
+        # Only the objective is interrupted: a claim or the recording of a result runs to its
+        # end, however many signals arrive, so no trial is left half-written or RUNNING.
+        if self.in_objective:
+            raise KeyboardInterrupt
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    """What a worker reports to whoever displays progress (sent between processes)."""
+
+    kind: Literal["claimed", "epoch", "finished", "waiting"]
+    worker: int
+    trial: int | None = None
+    epoch: int | None = None
+    result: TrialResult | None = None
+    device: str | None = None
+    direction: str | None = None
 
 
 @dataclass
@@ -50,6 +99,20 @@ class TrialContext:
     epochs: int
     artifacts: Path
     device: str
+    worker: int = 0
+    heartbeat_s: float = HEARTBEAT_INTERVAL_S
+    health: DatabaseHealth = field(
+        default_factory=lambda: DatabaseHealth(2 * HEARTBEAT_INTERVAL_S)
+    )
+    stop: StopRequest = field(default_factory=StopRequest)
+    on_event: Callable[[WorkerEvent], None] | None = None
+
+    def emit(self, event: WorkerEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def retry(self, call: Callable[[], Any]) -> Any:
+        return retry_db(call, health=self.health)
 
 
 @dataclass
@@ -63,21 +126,52 @@ class TrialResult:
 
 
 def claim_trial(ctx: TrialContext) -> int | None:
-    """Atomically move one WAITING trial to RUNNING; its trial id, or None when none is left."""
+    """Atomically move one WAITING trial to RUNNING; its trial id, or None when none is left.
+
+    The heartbeat is recorded before the claim, so a worker killed right after claiming still
+    leaves a trial that other workers see go stale.
+    """
+    fail_lost_trials(ctx.study, ctx.health)
     while True:
-        waiting = ctx.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        waiting = ctx.retry(
+            lambda: ctx.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        )
         if not waiting:
             return None
         for frozen in sorted(waiting, key=lambda t: t.number):
-            trial_id = ctx.storage.get_trial_id_from_study_id_trial_number(
-                ctx.study_id, frozen.number
-            )
-            try:
-                if ctx.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                    return trial_id
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
+            trial_id = _claim(ctx, frozen.number)
+            if trial_id is not None:
+                return trial_id
         # Every trial we saw was taken by another worker meanwhile: look again.
+
+
+def _claim(ctx: TrialContext, number: int) -> int | None:
+    def claim() -> int | None:
+        trial_id = ctx.storage.get_trial_id_from_study_id_trial_number(ctx.study_id, number)
+        ctx.storage.record_heartbeat(trial_id)
+        try:
+            if not ctx.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                return None
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return None
+        return trial_id
+
+    trial_id: int | None = ctx.retry(claim)
+    if trial_id is not None:
+        where = {"host": socket.gethostname(), "pid": os.getpid(), "device": ctx.device,
+                 "worker": ctx.worker}
+        ctx.retry(lambda: ctx.storage.set_trial_user_attr(trial_id, WORKER_ATTR, where))
+    return trial_id
+
+
+def others_running(ctx: TrialContext) -> bool:
+    """Whether other workers still run trials that beat: one of them may yet be lost and
+    queued again, so an idle worker stays to run it."""
+    running = ctx.retry(lambda: ctx.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    if not running:
+        return False
+    ages = ctx.retry(lambda: heartbeat_ages(ctx.storage, [t._trial_id for t in running]))
+    return bool(ages)
 
 
 def _contains(outer: BaseDistribution, value: CategoricalChoiceType) -> bool:
@@ -120,7 +214,10 @@ def check_agreement(name: str, spec: ParamSpec, suggested: BaseDistribution) -> 
         )
 
 
-class SpecTrial(optuna.trial.Trial):
+_Trial = optuna.trial.Trial
+
+
+class SpecTrial(_Trial):
     """An Optuna trial that holds the objective to the study spec and records pruning decisions.
 
     A plain ``objective(trial)`` receives one of these and runs unmodified.
@@ -132,6 +229,8 @@ class SpecTrial(optuna.trial.Trial):
         self._tid = trial_id
         self._reported: dict[int, float] = {}
         self.curves: Curves | None = None
+        self._curves_stored = 0
+        self._curves_stored_at = -math.inf
         self.decision: Any = None
 
     def _check(self, name: str, distribution: BaseDistribution) -> None:
@@ -148,23 +247,44 @@ class SpecTrial(optuna.trial.Trial):
         self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
     ) -> float:
         self._check(name, FloatDistribution(low, high, step=step, log=log))
-        return super().suggest_float(name, low, high, step=step, log=log)
+        return float(self._ctx.retry(lambda: _Trial.suggest_float(self, name, low, high,
+                                                                  step=step, log=log)))
 
     def suggest_int(
         self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
     ) -> int:
         self._check(name, IntDistribution(low, high, step=step, log=log))
-        return super().suggest_int(name, low, high, step=step, log=log)
+        return int(self._ctx.retry(lambda: _Trial.suggest_int(self, name, low, high, step=step,
+                                                              log=log)))
 
     def suggest_categorical(  # type: ignore[override]
         self, name: str, choices: Sequence[CategoricalChoiceType]
     ) -> CategoricalChoiceType:
         self._check(name, CategoricalDistribution(choices))
-        return super().suggest_categorical(name, choices)
+        value: CategoricalChoiceType = self._ctx.retry(
+            lambda: _Trial.suggest_categorical(self, name, choices)
+        )
+        return value
 
     def report(self, value: float, step: int) -> None:
-        super().report(value, step)
+        self._ctx.retry(lambda: _Trial.report(self, value, step))
         self._reported.setdefault(step, float(value))
+        self._ctx.emit(WorkerEvent("epoch", self._ctx.worker, self.number, epoch=step))
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._ctx.retry(lambda: _Trial.set_user_attr(self, key, value))
+
+    def store_curves(self, *, every_s: float = 0.0) -> None:
+        """Write the curves to the trial's user attribute if they grew and ``every_s`` passed
+        since the last write. The pruner reads them from this trial object, never from the
+        database, so fewer writes change no decision."""
+        if self.curves is None or len(self.curves) == self._curves_stored:
+            return
+        now = time.monotonic()
+        if now - self._curves_stored_at < every_s:
+            return
+        self.set_user_attr(CURVES_ATTR, self.curves.to_json())
+        self._curves_stored, self._curves_stored_at = len(self.curves), now
 
     def frozen(self) -> FrozenTrial:
         """This running trial as a FrozenTrial, from what it holds (no database read)."""
@@ -191,8 +311,9 @@ class SpecTrial(optuna.trial.Trial):
 
         pruner = self.study.pruner
         if not isinstance(pruner, LearningCurvePruner):
-            return super().should_prune()
-        decision = pruner.decide(self.study, self.frozen())
+            return bool(self._ctx.retry(lambda: _Trial.should_prune(self)))
+        frozen = self.frozen()
+        decision = self._ctx.retry(lambda: pruner.decide(self.study, frozen))
         if decision.action != "continue":
             self.decision = decision
             self.set_user_attr(DIAGNOSIS_ATTR, decision.diagnosis.to_json())
@@ -240,7 +361,9 @@ def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str
     def on_epoch(record: EpochRecord) -> bool:
         assert trial.curves is not None
         trial.curves.append(record)
-        trial.set_user_attr(CURVES_ATTR, trial.curves.to_json())
+        # One write fewer per epoch: curves go to storage at most every CURVES_EVERY_S (and
+        # when the trial ends); the reported metric goes every epoch.
+        trial.store_curves(every_s=CURVES_EVERY_S)
         value = getattr(record, metric)
         if value is not None and math.isfinite(value):
             trial.report(value, record.epoch)
@@ -257,6 +380,7 @@ def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str
         epochs=ctx.epochs,
         seed=ctx.spec.seed,
         device=ctx.device,
+        metric=metric,
         on_epoch=on_epoch,
         checkpoint_path=checkpoint_path(ctx, slot),
     )
@@ -269,40 +393,64 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
     """Run one claimed trial to its end and record state, outcome, diagnosis and any error.
 
     A pruned, a diverged and a failed trial stay apart: PRUNED with outcome ``pruned``, PRUNED
-    with outcome ``diverged``, FAIL with the error recorded. Ctrl-C marks the trial FAIL
-    (``interrupted``), queues its params again and re-raises, so no trial is left RUNNING.
+    with outcome ``diverged``, FAIL with the error recorded. Ctrl-C (or a stop request) marks the
+    trial FAIL (``interrupted``), queues its params again and re-raises, so no trial is left
+    RUNNING. A trial that another worker failed meanwhile (its heartbeats did not arrive) is left
+    to its retry: outcome ``lost``, nothing written.
     """
-    queued = ctx.storage.get_trial(trial_id)
-    fixed_params = dict(queued.system_attrs.get("fixed_params", {}))
+    queued = ctx.retry(lambda: ctx.storage.get_trial(trial_id))
     slot = int(queued.user_attrs.get(SLOT_ATTR, queued.number))
     # Params the spec does not declare are drawn per slot, so they too are the same whichever
     # worker runs the slot, and the same again on a retry.
     ctx.study.sampler = optuna.samplers.RandomSampler(seed=ctx.spec.seed * 1_000_003 + slot)
-    trial = SpecTrial(ctx.study, trial_id, ctx)
+    trial = ctx.retry(lambda: SpecTrial(ctx.study, trial_id, ctx))
+    ctx.emit(WorkerEvent("claimed", ctx.worker, trial.number, device=ctx.device,
+                         direction=ctx.direction))
     state, outcome, value, error = TrialState.COMPLETE, "completed", None, None
-    try:
-        if ctx.objective.structured:
-            outcome, value = _run_structured(trial, ctx, slot)
-            if outcome == "diverged":
-                state = TrialState.PRUNED
-        else:
-            assert ctx.objective.function is not None
-            returned = ctx.objective.function(trial)
-            if returned is None or not math.isfinite(float(returned)):
-                raise ObjectiveError(f"objective returned {returned!r}; expected a finite float")
-            value = float(returned)
-    except optuna.TrialPruned:
-        state, outcome = TrialState.PRUNED, "pruned"
-    except KeyboardInterrupt:
-        _finish(ctx, trial, TrialState.FAIL, "interrupted", None, "interrupted by the user")
-        requeue(ctx, fixed_params, slot, retry_of=trial.number)
-        raise
-    except TunesvcError as e:
-        state, outcome, error = TrialState.FAIL, "failed", str(e)
-    except Exception as e:  # the user's objective raised: this trial fails, the run goes on
-        state, outcome, error = TrialState.FAIL, "failed", f"{type(e).__name__}: {e}"
-    _finish(ctx, trial, state, outcome, value, error)
-    return TrialResult(trial.number, state, outcome, value, error, dict(trial.params))
+    with Heartbeat(ctx.study, trial_id, interval_s=ctx.heartbeat_s, health=ctx.health):
+        try:
+            ctx.stop.in_objective = True
+            try:
+                if ctx.stop.requested:
+                    raise KeyboardInterrupt
+                if ctx.objective.structured:
+                    outcome, value = _run_structured(trial, ctx, slot)
+                    if outcome == "diverged":
+                        state = TrialState.PRUNED
+                else:
+                    assert ctx.objective.function is not None
+                    returned = ctx.objective.function(trial)
+                    if returned is None or not math.isfinite(float(returned)):
+                        raise ObjectiveError(
+                            f"objective returned {returned!r}; expected a finite float"
+                        )
+                    value = float(returned)
+            finally:
+                ctx.stop.in_objective = False
+        except optuna.TrialPruned:
+            state, outcome = TrialState.PRUNED, "pruned"
+        except KeyboardInterrupt:
+            if _finish(ctx, trial, TrialState.FAIL, "interrupted", None,
+                       "interrupted by the user"):
+                requeue(ctx.study, queued, "interrupted", health=ctx.health)
+            raise
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return _lost(trial)
+        except TunesvcError as e:
+            state, outcome, error = TrialState.FAIL, "failed", str(e)
+        except Exception as e:  # the user's objective raised: this trial fails, the run goes on
+            state, outcome, error = TrialState.FAIL, "failed", f"{type(e).__name__}: {e}"
+        if not _finish(ctx, trial, state, outcome, value, error):
+            return _lost(trial)
+    result = TrialResult(trial.number, state, outcome, value, error, dict(trial.params))
+    ctx.emit(WorkerEvent("finished", ctx.worker, trial.number, result=result))
+    return result
+
+
+def _lost(trial: SpecTrial) -> TrialResult:
+    return TrialResult(trial.number, TrialState.FAIL, "lost", None,
+                       "another worker failed this trial (no heartbeat); its retry runs it",
+                       dict(trial.params))
 
 
 def _finish(
@@ -312,23 +460,49 @@ def _finish(
     outcome: str,
     value: float | None,
     error: str | None,
-) -> None:
-    trial.set_user_attr(OUTCOME_ATTR, outcome)
-    if error is not None:
-        trial.set_user_attr(ERROR_ATTR, error[:2000])
+) -> bool:
+    """Record how the trial ended; False if another worker had already failed it as lost."""
     try:
-        _record_diagnosis(trial, ctx)
-    except Exception as e:  # a diagnosis must never turn a finished trial into a crash
-        trial.set_user_attr(ERROR_ATTR + "_diagnosis", f"{type(e).__name__}: {e}")
-    if state == TrialState.COMPLETE:
-        ctx.study.tell(trial, value)
-    else:
-        ctx.study.tell(trial, state=state)
+        trial.store_curves()
+        trial.set_user_attr(OUTCOME_ATTR, outcome)
+        if error is not None:
+            trial.set_user_attr(ERROR_ATTR, error[:2000])
+        try:
+            _record_diagnosis(trial, ctx)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise
+        except Exception as e:  # a diagnosis must never turn a finished trial into a crash
+            trial.set_user_attr(ERROR_ATTR + "_diagnosis", f"{type(e).__name__}: {e}")
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    attempts = 0
+
+    def tell() -> None:
+        nonlocal attempts
+        attempts += 1
+        # A retried tell whose first attempt was committed finds the trial finished: done.
+        if state == TrialState.COMPLETE:
+            ctx.study.tell(trial, value, skip_if_finished=attempts > 1)
+        else:
+            ctx.study.tell(trial, state=state, skip_if_finished=attempts > 1)
+
+    try:
+        ctx.retry(tell)
+    except ValueError as e:
+        if "Cannot tell a" in str(e):
+            return False
+        raise
+    return True
 
 
-def requeue(ctx: TrialContext, params: dict[str, Any], slot: int, *, retry_of: int) -> None:
-    """Queue the same params again on the same slot, as a retry of trial ``retry_of``."""
-    ctx.study.enqueue_trial(params, user_attrs={SLOT_ATTR: slot, RETRY_OF_ATTR: retry_of})
+class Budget:
+    """Trials a group of worker processes may still start (``n_trials`` of one command)."""
+
+    def take(self) -> bool:
+        raise NotImplementedError
+
+    def give_back(self) -> None:
+        raise NotImplementedError
 
 
 def run_loop(
@@ -337,18 +511,45 @@ def run_loop(
     n_trials: int | None = None,
     timeout: float | None = None,
     on_result: Callable[[TrialResult], None] | None = None,
+    budget: Budget | None = None,
 ) -> list[TrialResult]:
-    """Claim and run trials until the queue is empty, ``n_trials`` ran, or ``timeout`` passed."""
+    """Claim and run trials until the queue is empty, ``n_trials`` ran, or ``timeout`` passed.
+
+    With the queue empty while other workers still run trials, the worker waits: should one of
+    them be lost, its retry is queued and this worker runs it. ``budget`` is shared by the
+    worker processes of one command. A stop request ends the loop with KeyboardInterrupt.
+    """
     started = time.monotonic()
     results: list[TrialResult] = []
+    waiting = False
     while n_trials is None or len(results) < n_trials:
+        if ctx.stop.requested:
+            raise KeyboardInterrupt
         if timeout is not None and time.monotonic() - started >= timeout:
+            break
+        if budget is not None and not budget.take():
             break
         trial_id = claim_trial(ctx)
         if trial_id is None:
-            break
+            if budget is not None:
+                budget.give_back()
+            if not others_running(ctx):
+                break
+            if not waiting:
+                ctx.emit(WorkerEvent("waiting", ctx.worker, device=ctx.device))
+            waiting = True
+            _sleep(ctx, min(ctx.heartbeat_s, 0.5))
+            continue
+        waiting = False
         result = run_trial(ctx, trial_id)
         results.append(result)
         if on_result is not None:
             on_result(result)
     return results
+
+
+def _sleep(ctx: TrialContext, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not ctx.stop.requested and time.monotonic() < deadline:
+        time.sleep(0.05)
+

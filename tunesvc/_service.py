@@ -7,10 +7,12 @@ dataclasses that the CLI prints as a table or as JSON. Tests call these directly
 from __future__ import annotations
 
 import math
+import os
 import random
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -26,12 +28,23 @@ from tunesvc._errors import (
     StudyNotFoundError,
     TunesvcError,
 )
+from tunesvc._heartbeat import (
+    HEARTBEAT_INTERVAL_S,
+    MAX_LOST_RETRIES,
+    WORKER_ATTR,
+    DatabaseHealth,
+    RetryLostTrial,
+    heartbeat_ages,
+)
 from tunesvc._objectives import Objective, resolve_objective
 from tunesvc._runner import (
     ERROR_ATTR,
     SLOT_ATTR,
+    Budget,
     TrialContext,
     TrialResult,
+    WorkerEvent,
+    others_running,
     run_loop,
 )
 from tunesvc._spec import (
@@ -48,6 +61,8 @@ SPEC_ATTR = "spec"
 """Study user attribute holding the validated spec, so any machine can run the study by name."""
 DEFAULT_RANDOM_TRIALS = 20
 DEFAULT_EPOCHS = 10
+HEARTBEAT_ENV = "TUNESVC_HEARTBEAT_S"
+MAX_RETRIES_ENV = "TUNESVC_MAX_RETRIES"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -91,16 +106,32 @@ class StudySummary:
 
 
 @dataclass(frozen=True)
+class RunningTrial:
+    """A RUNNING trial: where it runs, how far it got, how long since its last heartbeat
+    (``None``: it never beat, e.g. started by plain Optuna)."""
+
+    number: int
+    host: str | None
+    pid: int | None
+    device: str | None
+    epoch: int
+    heartbeat_age_s: float | None
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class StudyDetail:
     summary: StudySummary
     spec: dict[str, Any]
     diagnoses: dict[str, int]
     running: list[TrialInfo]
     storage: str
+    workers: list[RunningTrial] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.summary.to_json(), "spec": self.spec, "diagnoses": self.diagnoses,
-                "running": [t.to_json() for t in self.running], "storage": self.storage}
+                "running": [t.to_json() for t in self.running], "storage": self.storage,
+                "workers": [asdict(w) for w in self.workers]}
 
 
 @dataclass(frozen=True)
@@ -285,7 +316,7 @@ def _best(study: optuna.Study, trials: list[FrozenTrial]) -> TrialInfo | None:
 
 def build_context(
     study: optuna.Study, storage: optuna.storages.RDBStorage, url: str,
-    device: str | None = None,
+    device: str | None = None, *, heartbeat_s: int = HEARTBEAT_INTERVAL_S,
 ) -> TrialContext:
     from tunesvc._pruner import make_pruner
 
@@ -308,7 +339,26 @@ def build_context(
         epochs=resolved.epochs,
         artifacts=artifacts_dir(url),
         device=device or spec.device,
+        heartbeat_s=heartbeat_s,
+        health=DatabaseHealth(grace_s=2 * heartbeat_s),
     )
+
+
+def heartbeat_setting() -> tuple[int, int]:
+    """Heartbeat interval and lost-trial retry limit: ``$TUNESVC_HEARTBEAT_S`` (default 10) and
+    ``$TUNESVC_MAX_RETRIES`` (default 3)."""
+    values = []
+    for env, default, low in ((HEARTBEAT_ENV, HEARTBEAT_INTERVAL_S, 1),
+                              (MAX_RETRIES_ENV, MAX_LOST_RETRIES, 0)):
+        raw = os.environ.get(env, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise SpecError(f"${env}: expected an integer >= {low}, got {raw!r}")
+        values.append(value)
+    return values[0], values[1]
 
 
 def run_study(
@@ -318,23 +368,85 @@ def run_study(
     n_trials: int | None = None,
     timeout: float | None = None,
     device: str | None = None,
+    workers: int = 1,
     on_result: Callable[[TrialResult], None] | None = None,
+    on_event: Callable[[WorkerEvent], None] | None = None,
+    heartbeat_s: int | None = None,
+    pool: tuple[int, int] | None = None,
+    budget: Budget | None = None,
 ) -> RunSummary:
     """Run queued trials of ``name`` until the budget, the grid, ``n_trials`` or ``timeout``
-    ends. Other workers may run the same study at the same time."""
+    ends. Other workers, here or on other machines, may run the same study at the same time.
+
+    ``workers`` > 1 runs that many worker processes on this machine (``device`` ``auto`` or
+    ``cuda`` spreads them over the visible GPUs); ``on_event`` sees each claim, epoch and
+    result. While this worker's queue is empty but other workers still run trials, it waits to
+    retry any of theirs that is lost. SIGINT/SIGTERM stop the run: the running trial is queued
+    again and KeyboardInterrupt is raised. ``pool`` (index, size) and ``budget`` are set for
+    a worker process of a pool.
+    """
     if n_trials is not None and n_trials < 1:
         raise SpecError(f"--n-trials: expected an integer >= 1, got {n_trials}")
     if timeout is not None and timeout <= 0:
         raise SpecError(f"--timeout: expected seconds > 0, got {timeout}")
-    storage = open_storage(url)
-    study = _load(storage, name, url)
-    with storage_errors(url):
-        ctx = build_context(study, storage, url, device)
-        remaining = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        if remaining == 0:
-            return _run_summary(study, ctx.spec, [], already_finished=True)
-        results = run_loop(ctx, n_trials=n_trials, timeout=timeout, on_result=on_result)
-        return _run_summary(study, ctx.spec, results)
+    if workers < 1:
+        raise SpecError(f"--workers: expected an integer >= 1, got {workers}")
+    interval, max_retries = heartbeat_setting()
+    interval = heartbeat_s or interval
+    if workers > 1:
+        return _run_pool(name, url, workers=workers, n_trials=n_trials, timeout=timeout,
+                         device=device, heartbeat_s=interval, on_event=on_event,
+                         on_result=on_result)
+    storage = open_storage(url, heartbeat_interval=interval, grace_period=2 * interval,
+                           heartbeat_stale_trial_callback=RetryLostTrial(max_retries))
+    try:
+        study = _load(storage, name, url)
+        with storage_errors(url):
+            ctx = build_context(study, storage, url, device, heartbeat_s=interval)
+            if pool is not None:
+                from tunesvc._workers import visible_gpus, worker_devices
+
+                gpus = visible_gpus() if ctx.device in ("auto", "cuda") else 0
+                ctx.device = worker_devices(ctx.device, pool[1], gpus)[pool[0]]
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if not waiting and not others_running(ctx):
+                return _run_summary(study, ctx.spec, [], already_finished=True)
+            from tunesvc._workers import graceful_stop
+
+            ctx.worker, ctx.on_event = 0 if pool is None else pool[0], on_event
+            with graceful_stop(ctx.stop):
+                results = run_loop(ctx, n_trials=n_trials, timeout=timeout,
+                                   on_result=on_result, budget=budget)
+            return _run_summary(study, ctx.spec, results)
+    finally:
+        storage.engine.dispose()
+
+
+def _run_pool(
+    name: str, url: str, *, workers: int, n_trials: int | None, timeout: float | None,
+    device: str | None, heartbeat_s: int, on_event: Callable[[WorkerEvent], None] | None,
+    on_result: Callable[[TrialResult], None] | None,
+) -> RunSummary:
+    from tunesvc._workers import run_pool
+
+    # The workers check the study and its objective themselves (each fails with the reason);
+    # meanwhile this process opens the storage for the summary (opening takes seconds).
+    with ThreadPoolExecutor(max_workers=1) as opener:
+        opened = opener.submit(open_storage, url)
+        results = run_pool(name, url, workers=workers, device=device, n_trials=n_trials,
+                           timeout=timeout, heartbeat_s=heartbeat_s, on_event=on_event,
+                           on_result=on_result)
+        storage = opened.result()
+    try:
+        study = _load(storage, name, url)
+        with storage_errors(url):
+            spec = stored_spec(study)
+            summary = _run_summary(study, spec, results)
+            if not results and not summary.remaining:
+                summary = replace(summary, already_finished=True)
+            return summary
+    finally:
+        storage.engine.dispose()
 
 
 def _run_summary(
@@ -379,9 +491,22 @@ def show_study(name: str, url: str) -> StudyDetail:
             str(t.user_attrs[DIAGNOSIS_ATTR].get("label"))
             for t in trials if isinstance(t.user_attrs.get(DIAGNOSIS_ATTR), dict)
         )
-        running = [trial_info(t) for t in trials if t.state == TrialState.RUNNING]
-        return StudyDetail(_summary(study, spec), spec.to_dict(), dict(diagnoses), running,
-                           redact(url))
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        ages = heartbeat_ages(storage, [t._trial_id for t in running])
+        workers = [_running_trial(t, ages.get(t._trial_id)) for t in running]
+        return StudyDetail(_summary(study, spec), spec.to_dict(), dict(diagnoses),
+                           [trial_info(t) for t in running], redact(url), workers)
+
+
+def _running_trial(t: FrozenTrial, age: float | None) -> RunningTrial:
+    where = t.user_attrs.get(WORKER_ATTR)
+    where = where if isinstance(where, dict) else {}
+    info = trial_info(t)
+    return RunningTrial(
+        number=t.number, host=where.get("host"), pid=where.get("pid"),
+        device=where.get("device"), epoch=max(t.intermediate_values, default=info.epochs),
+        heartbeat_age_s=None if age is None else round(age, 1), params=info.params,
+    )
 
 
 def best_trial(name: str, url: str) -> TrialInfo:

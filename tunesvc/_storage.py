@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"
             "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
 CONNECT_TIMEOUT_S = 10
 SQLITE_BUSY_TIMEOUT_S = 60
+POOL_SIZE = 2  # per worker process: its main thread and its heartbeat thread
+POOL_OVERFLOW = 2
+POOL_RECYCLE_S = 300
 
 
 def resolve_url(flag: str | None = None) -> str:
@@ -83,13 +87,33 @@ def _place(url: URL) -> str:
 
 
 def _engine_kwargs(url: URL) -> dict[str, Any]:
+    """Per-dialect engine settings.
+
+    One tunesvc worker is one process with its own engine: the main thread plus a heartbeat
+    thread, so a small pool suffices and many machines x workers stay within the server's
+    connection limit. A pooled connection is pinged before use and replaced after
+    ``POOL_RECYCLE_S`` (servers and proxies drop idle ones); connecting gives up after
+    ``CONNECT_TIMEOUT_S``; TCP keepalives notice a server that vanished mid-query.
+    """
     backend = url.get_backend_name()
     if backend == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    common: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 300, "pool_size": 4,
-                              "max_overflow": 4}
+    common: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_recycle": POOL_RECYCLE_S,
+        "pool_size": POOL_SIZE,
+        "max_overflow": POOL_OVERFLOW,
+        "pool_timeout": CONNECT_TIMEOUT_S * 3,
+    }
     if backend == "postgresql":
-        common["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        common["connect_args"] = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "application_name": "tunesvc",
+        }
     else:
         common["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     return common
@@ -126,9 +150,14 @@ def storage_errors(url: str) -> Iterator[None]:
         raise StorageError(f"no driver for storage {redact(url)!r}") from None
     except RuntimeError as e:
         if "compatible with the table schema" in str(e):
+            if "optuna storage upgrade" in str(e):
+                raise StorageError(
+                    f"storage {redact(url)} was set up by an older Optuna; run "
+                    f"`tunesvc storage upgrade --storage '{redact(url)}'` (back it up first)"
+                ) from None
             raise StorageError(
-                f"storage {redact(url)} was set up by an older Optuna; run "
-                f"`tunesvc storage upgrade --storage '{redact(url)}'` (back it up first)"
+                f"storage {redact(url)} was set up by a newer Optuna than this machine's "
+                f"{optuna.__version__}; upgrade tunesvc and Optuna here"
             ) from None
         raise
 
@@ -179,3 +208,46 @@ def artifacts_dir(url: str) -> Path:
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         return Path(parsed.database).parent / "artifacts"
     return Path("storage") / "artifacts"
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    """What ``tunesvc storage upgrade`` did: the schema revision before and after."""
+
+    storage: str
+    before: str
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def upgrade_storage(url: str) -> UpgradeResult:
+    """Upgrade the Optuna schema at ``url`` to this Optuna's head revision (Optuna's own
+    migration, as ``optuna storage upgrade`` runs it). Back the database up first."""
+    url = normalize_url(url)
+    parsed = make_url(url)
+    with storage_errors(url), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        storage = optuna.storages.RDBStorage(
+            url, engine_kwargs=_engine_kwargs(parsed), skip_compatibility_check=True,
+            skip_table_creation=True,
+        )
+        try:
+            try:
+                before = storage.get_current_version()
+            except AssertionError:
+                raise StorageError(f"storage {redact(url)} holds no Optuna schema yet; nothing "
+                                   "to upgrade (tunesvc creates it on first use)") from None
+            head = storage.get_head_version()
+            if before not in storage.get_all_versions():
+                raise StorageError(
+                    f"storage {redact(url)} has schema revision {before!r}, which this Optuna "
+                    f"{optuna.__version__} does not know; upgrade tunesvc and Optuna here"
+                )
+            if before != head:
+                storage.upgrade()
+            return UpgradeResult(redact(url), before, storage.get_current_version())
+        finally:
+            storage.engine.dispose()

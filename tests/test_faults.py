@@ -1,0 +1,211 @@
+"""Fault tests with real processes: kill a worker, stop one, restart PostgreSQL, race on a grid.
+
+Every test bounds its waits and asserts exact counts. Workers run as the installed ``tunesvc``
+in subprocesses, with a one-second heartbeat (a lost trial is failed within about two seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+
+from tunesvc import _service as service
+from tunesvc._spec import parse_spec_dict
+
+REPO = Path(__file__).resolve().parent.parent
+SLOW = f"{REPO / 'tests' / 'objectives_fixtures' / 'slow.py'}:objective"
+TUNESVC = str(Path(sys.executable).parent / "tunesvc")
+PG_CLUSTER = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main"]
+
+
+def grid(url: str, name: str, n: int = 4) -> None:
+    """A grid of n x n cells over the slow objective (x, y in 0..n-1)."""
+    values = list(range(n))
+    spec = parse_spec_dict({"objective": SLOW, "sampler": "grid", "pruner": "none",
+                            "params": {"x": {"values": values}, "y": {"values": values}}})
+    service.create_study(name, spec, url)
+
+
+def start(url: str, name: str, marks: Path, *args: str, steps: int = 6,
+          step_s: float = 0.25) -> subprocess.Popen[str]:
+    env = {**os.environ, "TUNESVC_HEARTBEAT_S": "1", "SLOW_STEPS": str(steps),
+           "SLOW_STEP_S": str(step_s), "SLOW_MARK_DIR": str(marks)}
+    return subprocess.Popen([TUNESVC, "study", "run", name, "--storage", url, *args],
+                            cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def marked(marks: Path) -> list[tuple[int, int]]:
+    """(pid, trial number) of every trial that reported a step so far."""
+    out = []
+    for p in marks.iterdir():
+        pid, _, number = p.name.partition("-")
+        if number.isdigit():
+            out.append((int(pid), int(number)))
+    return out
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"worker still running after {timeout}s; stderr: {err[-2000:]}")
+    return proc.returncode, out, err
+
+
+def assert_every_cell_complete_once(url: str, name: str, n: int = 4) -> list[service.TrialInfo]:
+    trials = service.list_trials(name, url)
+    complete = [(t.params["x"], t.params["y"]) for t in trials if t.state == "COMPLETE"]
+    assert sorted(complete) == [(x, y) for x in range(n) for y in range(n)]
+    assert not [t for t in trials if t.state in ("RUNNING", "WAITING")]
+    return trials
+
+
+def test_four_workers_race_on_16_cells(pg_url: str, tmp_path: Path) -> None:
+    grid(pg_url, "race")
+    proc = start(pg_url, "race", tmp_path, "--workers", "4", steps=2, step_s=0.05)
+    code, out, err = finish(proc, 90)
+    assert code == 0, err
+    trials = assert_every_cell_complete_once(pg_url, "race")
+    assert len(trials) == 16
+    assert len({t.number for t in trials}) == 16
+    assert "ran 16 trials; 0 still queued; 16 complete" in out
+
+
+def test_sigkill_worker_mid_trial_is_retried(pg_url: str, tmp_path: Path) -> None:
+    """Four workers on the 16-cell grid; one is SIGKILLed mid-trial. Another fails its trial
+    within about two heartbeats and runs it again: every cell COMPLETE exactly once."""
+    grid(pg_url, "kill")
+    proc = start(pg_url, "kill", tmp_path, "--workers", "4", steps=8, step_s=0.25)
+    wait_for(lambda: len({pid for pid, _ in marked(tmp_path)}) >= 2, 60, "two busy workers")
+    victim_pid, victim_trial = marked(tmp_path)[0]
+    os.kill(victim_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    retried: list[service.TrialInfo] = []
+
+    def retry_queued() -> bool:
+        retried[:] = [t for t in service.list_trials("kill", pg_url) if t.state == "FAIL"]
+        return bool(retried)
+
+    wait_for(retry_queued, 15, "the killed worker's trial to be failed")
+    detected_s = time.monotonic() - killed_at
+    code, out, err = finish(proc, 120)
+    assert code == 0, err
+    trials = assert_every_cell_complete_once(pg_url, "kill")
+    assert len(trials) == 17  # 16 cells + the one retry
+    (lost,) = [t for t in trials if t.state == "FAIL"]
+    assert lost.number == victim_trial
+    retry = optuna.load_study(study_name="kill", storage=pg_url).trials[-1]
+    assert retry.user_attrs["retry_of"] == victim_trial
+    assert retry.user_attrs["slot"] == victim_trial  # slots are the grid order
+    assert [h["reason"] for h in retry.user_attrs["retry_history"]] == ["lost"]
+    assert retry.user_attrs["retry_history"][0]["worker"]["pid"] == victim_pid
+    assert retry.state.name == "COMPLETE" and retry.params == lost.params
+    assert detected_s < 8, f"lost trial failed after {detected_s:.1f}s (heartbeat 1s)"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_requeues_and_leaves_nothing_running(
+    pg_url: str, tmp_path: Path, workers: str
+) -> None:
+    grid(pg_url, "term", n=2)
+    proc = start(pg_url, "term", tmp_path, "--workers", workers, steps=40, step_s=0.25)
+    wait_for(lambda: len(marked(tmp_path)) >= int(workers), 60, "trials under way")
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code, out, err = finish(proc, 10)
+    assert time.monotonic() - stopped_at < 10
+    assert code == 130, err
+    trials = service.list_trials("term", pg_url)
+    states = Counter(t.state for t in trials)
+    assert states == {"FAIL": int(workers), "WAITING": 4}, states
+    assert {t.outcome for t in trials if t.state == "FAIL"} == {"interrupted"}
+    # Each interrupted cell is queued again: 4 distinct cells still to run, none lost.
+    waiting = {(t.params["x"], t.params["y"]) for t in trials if t.state == "WAITING"}
+    assert waiting == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+def test_postgresql_restart_mid_study(
+    pg_url: str, pg_engine: sqlalchemy.engine.Engine, tmp_path: Path
+) -> None:
+    """The server restarts while two workers train: they retry and carry on; no trial is lost
+    or run twice."""
+    grid(pg_url, "restart", n=3)
+    proc = start(pg_url, "restart", tmp_path, "--workers", "2", steps=8, step_s=0.25)
+    try:
+        wait_for(lambda: len(marked(tmp_path)) >= 2, 60, "trials under way")
+        subprocess.run([*PG_CLUSTER, "restart"], check=True, timeout=60,
+                       capture_output=True)
+    finally:
+        if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"]).returncode != 0:
+            subprocess.run([*PG_CLUSTER, "start"], timeout=60, capture_output=True)
+        pg_engine.dispose()  # its pooled connections died with the server
+    code, out, err = finish(proc, 120)
+    assert code == 0, err
+    assert "database unreachable, retrying" in err  # the workers did meet the restart
+    trials = assert_every_cell_complete_once(pg_url, "restart", n=3)
+    assert len(trials) == 9 and {t.state for t in trials} == {"COMPLETE"}
+
+
+def test_two_workers_share_one_sqlite_file(sqlite_url: str, tmp_path: Path) -> None:
+    grid(sqlite_url, "lite")
+    proc = start(sqlite_url, "lite", tmp_path, "--workers", "2", steps=3, step_s=0.02)
+    code, out, err = finish(proc, 90)
+    assert code == 0, err
+    assert "database is locked" not in err
+    trials = assert_every_cell_complete_once(sqlite_url, "lite")
+    assert len(trials) == 16
+
+
+def test_retried_trial_resumes_from_checkpoint(sqlite_url: str, tmp_path: Path) -> None:
+    """A structured trial killed mid-training is run again by a second worker, which resumes
+    from the slot's checkpoint instead of training from scratch."""
+    from tunesvc._checkpoint import load_checkpoint
+
+    spec = parse_spec_dict({"objective": "digits_mlp", "sampler": "grid", "pruner": "none",
+                            "epochs": 30, "params": {"hidden": {"values": [32]}}})
+    service.create_study("ckpt", spec, sqlite_url)
+    checkpoint = Path(os.environ["TUNESVC_ARTIFACTS"]) / "ckpt" / "slot-0" / "checkpoint.pt"
+    first = start(sqlite_url, "ckpt", tmp_path, "--device", "cpu")
+
+    def trained_some() -> bool:
+        state = load_checkpoint(checkpoint) if checkpoint.exists() else None
+        return state is not None and len(state["curves"]["epoch"]) >= 4
+
+    wait_for(trained_some, 90, "a checkpoint with 3 epochs")
+    first.kill()
+    first.communicate(timeout=10)
+    saved = load_checkpoint(checkpoint)
+    assert saved is not None
+    done = len(saved["curves"]["epoch"])
+    second = start(sqlite_url, "ckpt", tmp_path, "--device", "cpu")
+    code, out, err = finish(second, 120)
+    assert code == 0, err
+    study = optuna.load_study(study_name="ckpt", storage=sqlite_url)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    retry = study.trials[1]
+    assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs["slot"] == 0
+    curves = retry.user_attrs["curves"]
+    assert curves["epoch"] == list(range(31))
+    # The epochs trained before the kill come from the checkpoint, wall times and all.
+    assert curves["seconds"][:done] == saved["curves"]["seconds"][:done]

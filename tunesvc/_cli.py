@@ -236,9 +236,10 @@ def study_show(
     typer.echo(f"  diagnoses: {_counts(detail.diagnoses)}")
     typer.echo("  spec: " + json.dumps(detail.spec))
     typer.echo(f"  best: {_trial_line(s.best) if s.best else '-'}")
-    for t in detail.running:
-        typer.echo(f"  running: trial {t.number}, epoch {t.epochs}, {_fmt(t.duration_s)}s "
-                   f"{_params(t.params)}")
+    for w in detail.workers:
+        age = "-" if w.heartbeat_age_s is None else f"{w.heartbeat_age_s:.0f}s ago"
+        typer.echo(f"  running: trial {w.number} on {w.host or '-'} pid {w.pid or '-'} "
+                   f"{w.device or '-'}, epoch {w.epoch}, heartbeat {age} {_params(w.params)}")
 
 
 @study_app.command("best")

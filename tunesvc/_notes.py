@@ -44,12 +44,6 @@ _COLORS = {"train_loss": "#1f77b4", "val_loss": "#ff7f0e", "train_acc": "#2ca02c
            "val_acc": "#d62728"}
 
 
-def _storage(study: optuna.Study) -> optuna.storages.BaseStorage:
-    # Optuna gives no public accessor; optuna-dashboard's own save_note reads the same attribute.
-    storage: optuna.storages.BaseStorage = study._storage
-    return storage
-
-
 def _fmt(x: Any) -> str:
     if isinstance(x, float):
         return "-" if not math.isfinite(x) else f"{x:.4g}"
@@ -282,9 +276,8 @@ def _curves_artifact(study: optuna.Study, trial: FrozenTrial, curves: Curves,
     Optuna refuses artifacts on a finished trial; the trial's note shows it."""
     from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
-    storage = _storage(study)
     filename = curves_artifact_name(trial.number)
-    for meta in get_all_artifact_meta(study, storage=storage):
+    for meta in get_all_artifact_meta(study):
         if meta.filename == filename:
             return meta.artifact_id
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -296,19 +289,21 @@ def _curves_artifact(study: optuna.Study, trial: FrozenTrial, curves: Curves,
                                mimetype="image/svg+xml")
 
 
-def record_trial_notes(study: optuna.Study, trial: FrozenTrial,
-                       artifacts: Path | None = None) -> None:
-    """Write finished ``trial``'s dashboard note; with ``artifacts`` (the artifact store's
-    folder), upload its learning-curves figure too and show it in the note."""
+def record_trial_notes(
+    trial: optuna.trial.Trial, frozen: FrozenTrial, *, study_id: int,
+    artifacts: Path | None = None,
+) -> None:
+    """Write the dashboard note of ``trial`` (``frozen`` is it, finished); with ``artifacts``
+    (the artifact store's folder), upload its learning-curves figure and show it in the note.
+    ``study_id`` is the study's database id, which the dashboard's artifact URLs use."""
     from optuna_dashboard import save_note
 
     image_url = None
-    curves = curves_of(trial)
+    curves = curves_of(frozen)
     if artifacts is not None and curves is not None and len(curves):
-        artifact_id = _curves_artifact(study, trial, curves, artifacts)
-        study_id = _storage(study).get_study_id_from_name(study.study_name)
+        artifact_id = _curves_artifact(trial.study, frozen, curves, artifacts)
         image_url = f"/artifacts/{study_id}/{artifact_id}"
-    save_note(optuna.trial.Trial(study, trial._trial_id), trial_note(trial, image_url))
+    save_note(trial, trial_note(frozen, image_url))
 
 
 def record_study_note(study: optuna.Study) -> None:

@@ -18,17 +18,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-import optuna
-
 from tunesvc import _service as service
 from tunesvc._check import CheckReport, run_checks
 from tunesvc._errors import SpecError, StudyExistsError, TunesvcError
-from tunesvc._notes import record_study_note, record_trial_notes
 from tunesvc._objectives import resolve_objective
 from tunesvc._refine import PARENT_ATTR, STAGE_ATTR, refine_study
 from tunesvc._runner import TrialResult
 from tunesvc._spec import ChoiceParam, ParamSpec, parse_spec_dict
-from tunesvc._storage import artifacts_dir, open_storage, storage_errors
+from tunesvc._storage import open_storage, storage_errors
 
 
 @dataclass(frozen=True)
@@ -117,32 +114,13 @@ def default_prefix(objective: str) -> str:
     return f"{stem.strip('-').split('-')[-1] or 'objective'}-recipe"
 
 
-def _notes_callback(name: str, url: str) -> Callable[[TrialResult], None]:
-    """Write the dashboard notes of each trial as it finishes, and the study's."""
-    storage = open_storage(url)
-    study = optuna.load_study(study_name=name, storage=storage)
-    folder = artifacts_dir(url)
-
-    def on_result(result: TrialResult) -> None:
-        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == result.number)
-        record_trial_notes(study, trial, folder)
-        record_study_note(study)
-
-    return on_result
-
-
 def _run(name: str, url: str, device: str | None,
          progress: Callable[[str], None]) -> service.RunSummary:
-    notes = _notes_callback(name, url)
-
     def on_result(result: TrialResult) -> None:
-        notes(result)
         value = "" if result.value is None else f" value={result.value:.4g}"
         progress(f"  {name}: trial {result.number} {result.outcome}{value}")
 
-    summary = service.run_study(name, url, device=device, on_result=on_result)
-    record_study_note(optuna.load_study(study_name=name, storage=open_storage(url)))
-    return summary
+    return service.run_study(name, url, device=device, on_result=on_result)
 
 
 def _row(stage: str, name: str, url: str, note: str) -> StageRow:

@@ -17,6 +17,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +48,14 @@ from tunesvc._heartbeat import (
     retry_db,
 )
 from tunesvc._objectives import Objective
+from tunesvc._pruner import NUM_CLASSES_ATTR
 from tunesvc._spec import ChoiceParam, Direction, ParamSpec, RangeParam, StudySpec
 
 ERROR_ATTR = "error"
+REASON_ATTR = "reason"
+"""User attribute: why training ended before its epochs (divergence or an early stop)."""
+STUDY_NOTE_EVERY_S = 30.0
+"""Least seconds between two rewrites of the study's dashboard note by one worker."""
 CURVES_EVERY_S = 2.0
 """Least seconds between two writes of a running trial's curves (live views lag this much)."""
 
@@ -105,6 +111,7 @@ class TrialContext:
         default_factory=lambda: DatabaseHealth(2 * HEARTBEAT_INTERVAL_S)
     )
     stop: StopRequest = field(default_factory=StopRequest)
+    study_note_at: float = -math.inf
     on_event: Callable[[WorkerEvent], None] | None = None
 
     def emit(self, event: WorkerEvent) -> None:
@@ -286,6 +293,16 @@ class SpecTrial(_Trial):
         self.set_user_attr(CURVES_ATTR, self.curves.to_json())
         self._curves_stored, self._curves_stored_at = len(self.curves), now
 
+    @property
+    def early_stopped(self) -> bool:
+        return self.decision is not None and self.decision.action == "early_stop"
+
+    def best_reported(self, direction: Direction) -> float | None:
+        values = [v for v in self._reported.values() if math.isfinite(v)]
+        if not values:
+            return None
+        return max(values) if direction == "maximize" else min(values)
+
     def frozen(self) -> FrozenTrial:
         """This running trial as a FrozenTrial, from what it holds (no database read)."""
         user_attrs = dict(self.user_attrs)
@@ -341,7 +358,7 @@ def _record_diagnosis(trial: SpecTrial, ctx: TrialContext) -> None:
     if trial.decision is not None:
         return  # the pruner's decision already carries the diagnosis
     if trial.curves is not None and len(trial.curves):
-        diagnosis = diagnose(trial.curves, num_classes=getattr(trial, "num_classes", None))
+        diagnosis = diagnose(trial.curves, num_classes=trial.user_attrs.get(NUM_CLASSES_ATTR))
     else:
         values = [trial._reported[k] for k in sorted(trial._reported)]
         diagnosis = diagnose_values(values, ctx.direction)
@@ -349,14 +366,19 @@ def _record_diagnosis(trial: SpecTrial, ctx: TrialContext) -> None:
 
 
 def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str, float | None]:
+    from tunesvc._pruner import LearningCurvePruner
     from tunesvc._training import fit
 
     assert ctx.objective.build is not None
     params = {name: _suggest(trial, name, p) for name, p in ctx.spec.params.items()}
     setup = ctx.objective.build({**ctx.objective.defaults, **params})
-    trial.num_classes = getattr(setup, "num_classes", None)  # type: ignore[attr-defined]
+    num_classes = getattr(setup, "num_classes", None)
+    if num_classes is not None:
+        # The pruner judges the initial loss against log(num_classes) from the trial itself.
+        trial.set_user_attr(NUM_CLASSES_ATTR, int(num_classes))
     trial.curves = Curves()
     metric = ctx.metric
+    judges_epoch_0 = isinstance(ctx.study.pruner, LearningCurvePruner)
 
     def on_epoch(record: EpochRecord) -> bool:
         assert trial.curves is not None
@@ -367,10 +389,10 @@ def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str
         value = getattr(record, metric)
         if value is not None and math.isfinite(value):
             trial.report(value, record.epoch)
-        if record.epoch == 0:
-            return False
+        if record.epoch == 0 and not judges_epoch_0:
+            return False  # rank-only pruners would judge an untrained model's noise
         if trial.should_prune():
-            if trial.decision is not None and trial.decision.action == "early_stop":
+            if trial.early_stopped:
                 return True
             raise optuna.TrialPruned(f"pruned at epoch {record.epoch}")
         return False
@@ -384,7 +406,10 @@ def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str
         on_epoch=on_epoch,
         checkpoint_path=checkpoint_path(ctx, slot),
     )
+    if result.reason is not None:
+        trial.set_user_attr(REASON_ATTR, result.reason)
     if result.diverged or result.value is None:
+        trial.curves = result.curves  # with the evaluation where it diverged
         return "diverged", None
     return ("early_stopped" if result.stopped_early else "completed"), float(result.value)
 
@@ -429,6 +454,11 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
                 ctx.stop.in_objective = False
         except optuna.TrialPruned:
             state, outcome = TrialState.PRUNED, "pruned"
+            if trial.early_stopped and trial.best_reported(ctx.direction) is not None:
+                # A plain objective raises TrialPruned when told to stop; stopping an
+                # overfitting or plateaued trial is not a failure: it completes at its best.
+                state, outcome = TrialState.COMPLETE, "early_stopped"
+                value = trial.best_reported(ctx.direction)
         except KeyboardInterrupt:
             if _finish(ctx, trial, TrialState.FAIL, "interrupted", None,
                        "interrupted by the user"):
@@ -442,9 +472,29 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
             state, outcome, error = TrialState.FAIL, "failed", f"{type(e).__name__}: {e}"
         if not _finish(ctx, trial, state, outcome, value, error):
             return _lost(trial)
+    write_notes(ctx, trial, trial_id)
     result = TrialResult(trial.number, state, outcome, value, error, dict(trial.params))
     ctx.emit(WorkerEvent("finished", ctx.worker, trial.number, result=result))
     return result
+
+
+def write_notes(ctx: TrialContext, trial: SpecTrial | None, trial_id: int | None) -> None:
+    """Dashboard notes as trials finish: the trial's note and curves figure every time, the
+    study's note and figures at most every ``STUDY_NOTE_EVERY_S`` (they read every trial).
+    A note is for people: failing to write one warns and never fails the trial."""
+    from tunesvc._notes import record_study_note, record_trial_notes
+
+    try:
+        if trial is not None and trial_id is not None:
+            frozen = ctx.retry(lambda: ctx.storage.get_trial(trial_id))
+            record_trial_notes(trial, frozen, study_id=ctx.study_id, artifacts=ctx.artifacts)
+        now = time.monotonic()
+        if trial is None or now - ctx.study_note_at >= STUDY_NOTE_EVERY_S:
+            record_study_note(ctx.study)
+            ctx.study_note_at = now
+    except Exception as e:  # noqa: BLE001 - see docstring
+        warnings.warn(f"tunesvc: dashboard note not written: {type(e).__name__}: {e}",
+                      stacklevel=2)
 
 
 def _lost(trial: SpecTrial) -> TrialResult:
@@ -545,6 +595,8 @@ def run_loop(
         results.append(result)
         if on_result is not None:
             on_result(result)
+    if results:
+        write_notes(ctx, None, None)  # the study's note as this worker leaves it
     return results
 
 

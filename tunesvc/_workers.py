@@ -109,6 +109,15 @@ class WorkerFailed:
     message: str
 
 
+def _share_cores(workers: int) -> None:
+    """K workers on one machine split its cores: torch's default of one thread per core in
+    every process oversubscribes the CPU and slows CPU training many times over."""
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def _worker_main(
     name: str,
     url: str,
@@ -121,6 +130,7 @@ def _worker_main(
 ) -> None:
     from tunesvc._service import run_study
 
+    _share_cores(workers=pool[1])
     # One pipe per worker, not a shared queue: a worker killed mid-message holds no lock that
     # the others need.
     try:

@@ -33,3 +33,18 @@ def log_lr(trial: optuna.Trial) -> float:
 def returns_nan(trial: optuna.Trial) -> float:
     trial.suggest_float("x", 0.0, 1.0)
     return math.nan
+
+
+def plateaus(trial: optuna.Trial) -> float:
+    """Improves for three steps, then stays flat: a plateau the diagnostic pruner stops."""
+    trial.suggest_float("x", 0.0, 1.0)
+    value = 0.0
+    for step in range(1, 30):
+        value = min(0.8, 0.1 + 0.25 * step)
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return value
+
+
+plateaus.direction = "maximize"  # type: ignore[attr-defined]

@@ -27,14 +27,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from tunesvc._errors import ObjectiveError, SpecError, TrainingError
 from tunesvc._objectives import Objective, resolve_objective
 from tunesvc._spec import RangeParam, StudySpec
-from tunesvc._training import TrainingSetup, resolve_device
+from tunesvc._training import TrainingSetup, loss_function, resolve_device
 
 Verdict = Literal["pass", "fail", "skipped"]
 Numbers = dict[str, float | int | str | None]
@@ -170,15 +169,7 @@ def _prepare(setup: TrainingSetup, seed: int, device: str, limit: int) -> _Prepa
         y = y.long()
     x, y = x.to(dev), y.to(dev)
     loss: Any = setup.loss
-    loss_fn: Callable[[Tensor, Tensor], Tensor]
-    if loss == "cross_entropy":
-        loss_fn = F.cross_entropy
-    elif loss == "mse":
-        loss_fn = F.mse_loss
-    elif callable(loss):
-        loss_fn = loss
-    else:
-        raise TrainingError(f"unknown loss {loss!r}: use 'cross_entropy', 'mse' or a callable")
+    loss_fn = loss_function(loss)
     with torch.no_grad():
         model = make_model().eval()
         out = model(x[: min(len(x), 64)])

@@ -497,15 +497,7 @@ class _Run:
     def _check_model_and_loss(self) -> tuple[LossFn, bool]:
         """Run one small batch of each split through model and loss; name what does not fit."""
         loss = self.setup.loss
-        loss_fn: LossFn
-        if loss == "cross_entropy":
-            loss_fn = F.cross_entropy
-        elif loss == "mse":
-            loss_fn = F.mse_loss
-        elif callable(loss):
-            loss_fn = loss
-        else:
-            raise TrainingError(_choice_message("loss", str(loss), LOSSES))
+        loss_fn = loss_function(loss)
         param = next(self.model.parameters(), None)
         classifies = loss == "cross_entropy"
         for batches in (self.train, self.val):
@@ -582,6 +574,17 @@ class _Run:
                 f"{low}..{high}; make the model's last layer output {max(high + 1, classes)} "
                 "scores or relabel to 0..classes-1"
             )
+
+
+def loss_function(loss: str | LossFn) -> LossFn:
+    """The loss a :class:`TrainingSetup` names: ``"cross_entropy"``, ``"mse"`` or a callable."""
+    if loss == "cross_entropy":
+        return F.cross_entropy
+    if loss == "mse":
+        return F.mse_loss
+    if callable(loss):
+        return loss
+    raise TrainingError(_choice_message("loss", str(loss), LOSSES))
 
 
 def _make_optimizer(setup: TrainingSetup, model: nn.Module) -> torch.optim.Optimizer:

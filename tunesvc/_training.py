@@ -382,20 +382,30 @@ class _Run:
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        # Sums stay on the device; one sync per epoch instead of one .item() per batch.
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        # Per batch only what must be kept (the loss, the predicted classes), on the device;
+        # sums and one sync per epoch, so the train figures cost one small kernel per batch.
+        losses: list[Tensor] = []
+        sizes: list[int] = []
+        predicted: list[Tensor] = []
+        targets: list[Tensor] = []
         for xb, yb in self.train.train_batches(self.shuffle):
             out = model(xb)
             loss = loss_fn(out, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-            loss_sum.add_(loss.detach(), alpha=yb.shape[0])
+            losses.append(loss.detach())
+            sizes.append(yb.shape[0])
             if self.classifies:
-                correct.add_((out.detach().argmax(dim=1) == yb).sum())
+                predicted.append(out.detach().argmax(dim=1))
+                targets.append(yb)
         n = self.train.n
-        return loss_sum.item() / n, (correct.item() / n if self.classifies else None)
+        weights = torch.tensor(sizes, dtype=torch.float64, device=self.device)
+        loss_sum = (torch.stack(losses).to(torch.float64) * weights).sum().item()
+        if not self.classifies:
+            return loss_sum / n, None
+        correct = (torch.cat(predicted) == torch.cat(targets)).sum().item()
+        return loss_sum / n, correct / n
 
     @torch.no_grad()
     def _evaluate(self, batches: _Batches) -> tuple[float, float | None]:

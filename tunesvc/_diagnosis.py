@@ -293,20 +293,19 @@ def diagnose(
     # loss, and on the validation loss only when no train loss was recorded.
     climbing = [("train_loss", train_loss)] if len(train_loss) else [("val_loss", val_loss)]
     for name, s in climbing:
-        if len(s) >= 2 and s.values[0] > 0:
-            peak = max(range(1, len(s)), key=lambda i: s.values[i])
-            if s.values[peak] > th.diverge_ratio * s.values[0]:
-                return _make(
-                    "diverged",
-                    f"{name} climbed to {s.values[peak]:.4g}, "
-                    f"{s.values[peak] / s.values[0]:.3g}x its start {s.values[0]:.4g}",
-                    s.epochs[peak],
-                    curve=name,
-                    start=s.values[0],
-                    peak=s.values[peak],
-                    ratio=s.values[peak] / s.values[0],
-                    diverge_ratio=th.diverge_ratio,
-                )
+        peak = _climb_peak(s, th)
+        if peak is not None:
+            return _make(
+                "diverged",
+                f"{name} climbed to {s.values[peak]:.4g}, "
+                f"{s.values[peak] / s.values[0]:.3g}x its start {s.values[0]:.4g}",
+                s.epochs[peak],
+                curve=name,
+                start=s.values[0],
+                peak=s.values[peak],
+                ratio=s.values[peak] / s.values[0],
+                diverge_ratio=th.diverge_ratio,
+            )
 
     if len(loss) < th.min_points and len(val_acc) < th.min_points:
         return _make(
@@ -382,20 +381,19 @@ def diagnose_values(
             min_points=th.min_points,
         )
     if direction == "minimize":
-        if s.values[0] > 0:
-            peak = max(range(1, len(s)), key=lambda i: s.values[i])
-            if s.values[peak] > th.diverge_ratio * s.values[0]:
-                return _make(
-                    "diverged",
-                    f"the value climbed to {s.values[peak]:.4g}, "
-                    f"{s.values[peak] / s.values[0]:.3g}x its start",
-                    s.epochs[peak],
-                    curve="value",
-                    start=s.values[0],
-                    peak=s.values[peak],
-                    ratio=s.values[peak] / s.values[0],
-                    diverge_ratio=th.diverge_ratio,
-                )
+        peak = _climb_peak(s, th)
+        if peak is not None:
+            return _make(
+                "diverged",
+                f"the value climbed to {s.values[peak]:.4g}, "
+                f"{s.values[peak] / s.values[0]:.3g}x its start",
+                s.epochs[peak],
+                curve="value",
+                start=s.values[0],
+                peak=s.values[peak],
+                ratio=s.values[peak] / s.values[0],
+                diverge_ratio=th.diverge_ratio,
+            )
         found = _bad_init(s, th)
         if found is not None:
             return found
@@ -406,6 +404,14 @@ def diagnose_values(
         return found
     found = _plateau(s, s, {}, th)
     return found if found is not None else _healthy(None, s, s, th)
+
+
+def _climb_peak(s: _Series, th: DiagnosisThresholds) -> int | None:
+    """Where a loss-like series peaked, if it climbed above ``diverge_ratio`` times its start."""
+    if len(s) < 2 or s.values[0] <= 0:
+        return None
+    peak = max(range(1, len(s)), key=lambda i: s.values[i])
+    return peak if s.values[peak] > th.diverge_ratio * s.values[0] else None
 
 
 def _bad_init(loss: _Series, th: DiagnosisThresholds, absolute: bool = False) -> Diagnosis | None:

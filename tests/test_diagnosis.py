@@ -178,12 +178,53 @@ def test_thresholds_are_used() -> None:
         ("overfit_gap", -0.1),
         ("decay_ratio", 1.0),
         ("flat_gain", NAN),
+        ("noise_z", -1.0),
         ("underfit_acc", True),
     ],
 )
 def test_invalid_thresholds_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"^{field}: expected"):
         DiagnosisThresholds(**{field: value})  # type: ignore[arg-type]
+
+
+# Rose to ~0.93, then jitters there by about +-0.01 (a 1000-sample validation set's noise) at
+# a constant learning rate, the last evaluation a new best by 0.01: above flat_gain, inside the
+# noise.
+JITTER = [0.93, 0.915, 0.94, 0.92, 0.935, 0.915, 0.93, 0.918, 0.928, 0.95]
+
+
+def noisy_plateau(lr: list[float] | None = None) -> Curves:
+    return make(
+        falling_loss(N, end=0.2),
+        train_acc=rising(0.1, 0.95, 10) + [0.95] * 10,
+        val_acc=rising(0.1, 0.93, 10) + JITTER,
+        lr=lr,
+    )
+
+
+def test_a_new_best_within_the_noise_is_a_plateau() -> None:
+    d = diagnose(noisy_plateau(), num_classes=10)
+    assert d.label == "plateau", d.reason
+    evidence = d.evidence
+    assert isinstance(evidence["recent_gain"], float) and evidence["recent_gain"] > 0.005
+    assert isinstance(evidence["noise"], float) and 0.005 < evidence["noise"] < 0.03
+    assert evidence["flat_threshold"] == pytest.approx(2 * evidence["noise"], abs=1e-6)
+    # Judged by flat_gain alone (noise_z 0), the same noisy new best reads as progress.
+    off = diagnose(noisy_plateau(), num_classes=10, thresholds=DiagnosisThresholds(noise_z=0))
+    assert off.label == "healthy", off.reason
+    # The same jitter with decay is no plateau: the learning rate did not stay constant.
+    decayed = noisy_plateau(lr=[0.01 * 0.9**i for i in range(N)])
+    assert diagnose(decayed, num_classes=10).label == "healthy"
+
+
+def test_steady_progress_beats_the_noise() -> None:
+    """A curve still rising by 0.04 an epoch through +-0.005 jitter stays healthy."""
+    val = [0.1 + 0.04 * i + (0.005 if i % 2 else -0.005) for i in range(N)]
+    curves = make(falling_loss(N, end=0.2), train_acc=[v + 0.03 for v in val], val_acc=val)
+    d = diagnose(curves, num_classes=10)
+    assert d.label == "healthy", d.reason
+    # A 3-step rise of 0.12 dwarfs the noise: the metric-only diagnosis agrees.
+    assert diagnose_values(val, "maximize").label == "healthy"
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -74,6 +75,11 @@ class DiagnosisThresholds:
         window: Epochs at the end of the curve over which flattening is judged.
         flat_gain: The validation accuracy counts as flat when it gained less than this over
             ``window`` epochs (without accuracies: the loss fell by less than this fraction).
+        noise_z: ``plateau`` also counts the curve as flat when its gain over the last
+            ``window`` evaluations is under ``noise_z`` times the curve's own evaluation noise
+            (one standard deviation, estimated from its second differences over the later half
+            of the run; see :func:`_noise`): a new best that a noisy validation set can give
+            by chance is no progress. 0 turns this off.
         min_gain: ``plateau`` needs the validation accuracy to have improved by at least this
             from its first value (without accuracies: the loss by this fraction).
         decay_ratio: A learning rate at most ``decay_ratio`` times the previous epoch's is a
@@ -100,6 +106,7 @@ class DiagnosisThresholds:
     drop_fraction: float = 0.2
     window: int = 3
     flat_gain: float = 0.005
+    noise_z: float = 2.0
     min_gain: float = 0.05
     decay_ratio: float = 0.5
     early_decay_fraction: float = 0.3
@@ -603,10 +610,27 @@ def _lr_constant(lr: dict[int, float], first_epoch: int) -> bool:
     return not values or max(values) <= min(values) * (1 + 1e-6)
 
 
+def _noise(s: _Series, th: DiagnosisThresholds) -> float:
+    """The evaluation noise of ``s`` (one standard deviation) over the later half of the run.
+
+    Second differences ``s[i+1] - 2 s[i] + s[i-1]`` cancel a locally linear trend and leave
+    noise of variance ``6 σ²`` (independent noise of SD ``σ`` per evaluation), and the median of
+    their absolute values is ``0.6745 √6 σ`` for Gaussian noise, robust to a few spikes. 0 with
+    fewer than ``window`` second differences.
+    """
+    tail = s.values[len(s) // 2 :]
+    d2 = [abs(tail[i + 1] - 2 * tail[i] + tail[i - 1]) for i in range(1, len(tail) - 1)]
+    if len(d2) < th.window:
+        return 0.0
+    noise = statistics.median(d2) / (0.6745 * math.sqrt(6))
+    return noise if math.isfinite(noise) else 0.0
+
+
 def _plateau(
     metric: _Series | None, loss: _Series, lr: dict[int, float], th: DiagnosisThresholds
 ) -> Diagnosis | None:
-    """Improved from the start, then flat over the last ``window`` epochs at a constant LR."""
+    """Improved from the start, then flat over the last ``window`` epochs at a constant LR:
+    a new best under ``flat_gain`` or under ``noise_z`` times the curve's noise."""
     s = metric if metric is not None else loss
     absolute = metric is not None
     if len(s) < th.window + 2:
@@ -614,19 +638,28 @@ def _plateau(
     k = len(s) - th.window - 1
     total = _gain(s, 0, len(s), absolute)
     recent = _best(s, k + 1, len(s), absolute) - _best(s, 0, k + 1, absolute)
+    noise = _noise(s, th)
     if not absolute:
-        recent = recent / abs(s.values[0]) if s.values[0] else 0.0
-    if total < th.min_gain or recent >= th.flat_gain or not _lr_constant(lr, s.epochs[k]):
+        scale = abs(s.values[0])
+        recent, noise = (recent / scale, noise / scale) if scale else (0.0, 0.0)
+    noise = noise if math.isfinite(noise) else 0.0
+    flat = max(th.flat_gain, th.noise_z * noise)
+    if total < th.min_gain or recent >= flat or not _lr_constant(lr, s.epochs[k]):
         return None
     return _make(
         "plateau",
         f"{'validation accuracy' if absolute else 'the loss'} improved by {total:.3g}, then by "
-        f"only {recent:.3g} over the last {th.window} evaluations at a constant learning rate",
+        f"only {recent:.3g} over the last {th.window} evaluations at a constant learning rate "
+        f"(flat: under the larger of {th.flat_gain:.3g} and {th.noise_z:.3g}x its noise "
+        f"{noise:.3g})",
         s.epochs[-1],
         total_gain=total,
         recent_gain=recent,
         window=th.window,
         flat_gain=th.flat_gain,
+        noise=noise,
+        noise_z=th.noise_z,
+        flat_threshold=flat,
         curve="val_acc" if absolute else "loss",
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import optuna
@@ -237,6 +238,39 @@ def test_fresh_instances_and_fresh_study_objects_decide_alike(storage_url: str) 
     assert [d.action for d in first].count("prune") >= 1
 
 
+def test_rank_staleness_ranks_against_a_background_read(storage_url: str) -> None:
+    """With rank_staleness_s, a rung decision uses the last read (no database read of its own)
+    and a background thread brings the read up to date within about that many seconds."""
+    study = optuna.create_study(storage=storage_url, direction="maximize")
+    add_finished(study, [0.3, 0.5, 0.7])
+    trial = running(study, dict(enumerate(curve(0.6, 3))))
+    lazy = LearningCurvePruner(reduction_factor=3, rank_staleness_s=3600)
+    assert lazy.decide(study, trial).diagnosis.evidence["trials_at_rung"] == 3  # first: reads
+    add_finished(study, [0.8, 0.9, 0.95, 0.97])
+    # The next decision ranks against that read: the new finishers are not seen for an hour.
+    assert lazy.decide(study, trial).diagnosis.evidence["trials_at_rung"] == 3
+
+    other_worker = optuna.load_study(study_name=study.study_name, storage=storage_url)
+    quick = LearningCurvePruner(reduction_factor=3, rank_staleness_s=0.2)
+    assert quick.decide(other_worker, trial).diagnosis.evidence["trials_at_rung"] == 7
+    add_finished(study, [0.1, 0.99])
+    deadline = time.monotonic() + 20
+    while quick.decide(other_worker, trial).diagnosis.evidence["trials_at_rung"] != 9:
+        assert time.monotonic() < deadline, "the background read never caught up"
+        time.sleep(0.05)
+    # Caught up, it decides as a read at every decision (rank_staleness_s=0) does.
+    caught_up = quick.decide(other_worker, trial)
+    assert caught_up == LearningCurvePruner(reduction_factor=3).decide(study, trial)
+    assert caught_up.action == "prune"
+
+
+def test_make_pruner_gives_tunesvc_studies_a_background_read() -> None:
+    assert make_pruner("diagnostic")._rank_staleness_s == 2.0  # type: ignore[attr-defined]
+    assert LearningCurvePruner()._rank_staleness_s == 0.0
+    pruner = make_pruner("diagnostic", {"rank_staleness_s": 0})
+    assert pruner._rank_staleness_s == 0.0  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("name", "settings", "message"),
     [
@@ -249,6 +283,7 @@ def test_fresh_instances_and_fresh_study_objects_decide_alike(storage_url: str) 
         ("diagnostic", {"overfit_gap": -1.0}, "pruner.overfit_gap: expected a finite number"),
         ("diagnostic", {"num_classes": 1}, "pruner.num_classes: expected an int >= 2"),
         ("diagnostic", {"patience": 3}, "pruner.patience: unknown setting; expected "),
+        ("diagnostic", {"rank_staleness_s": -1}, "pruner.rank_staleness_s: expected seconds"),
         ("median", {"n_startup_trials": -1}, "pruner.n_startup_trials: expected an int >= 0"),
         ("median", {"interval_steps": 0.5}, "pruner.interval_steps: expected an int >= 1"),
         ("hyperband", {"reduction_factor": 1}, "pruner.reduction_factor: expected an int >= 2"),

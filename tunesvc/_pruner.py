@@ -17,6 +17,12 @@ object in this process (a cache of storage, so two workers with the same storage
 Between rungs a decision reads only the trial itself; at a rung it reads the study's finished
 trials through Optuna's cache and touches only those finished since the last rung.
 
+With ``rank_staleness_s > 0`` (tunesvc's workers use 2 s) a rung decision does not read at all
+after the first: a background thread re-reads the finished trials every ``rank_staleness_s``
+while decisions are being made, and the decision ranks
+against the latest read. Optuna's cache re-reads every unfinished trial, tunesvc's queued
+ones included, so that read costs tens of milliseconds or more; this way it overlaps training.
+
 Example::
 
     study = optuna.create_study(direction="maximize", pruner=LearningCurvePruner())
@@ -28,6 +34,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -50,6 +57,9 @@ PRUNE_AT_ONCE = ("diverged", "bad_initial_loss")
 """Labels that prune a trial as soon as they appear."""
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+TUNESVC_RANK_STALENESS_S = 2.0
+"""``rank_staleness_s`` of a tunesvc study's diagnostic pruner unless its ``[pruner]`` says."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,10 @@ class LearningCurvePruner(BasePruner):
         num_classes: Classes of a cross-entropy objective, for ``bad_initial_loss``; a trial's
             ``num_classes`` user attribute takes precedence. ``None``: skip that check.
         thresholds: Thresholds of the diagnoses; :class:`DiagnosisThresholds` defaults.
+        rank_staleness_s: At a rung, rank against finished trials read at most about this many
+            seconds ago, re-read in a background thread, so that the decision never waits on
+            the database (except the first in a process). ``0`` (the default here; a plain
+            sequential study wants it): read at every rung decision. tunesvc studies use 2.
     """
 
     def __init__(
@@ -87,6 +101,7 @@ class LearningCurvePruner(BasePruner):
         early_stop: Sequence[str] = ("overfitting", "plateau"),
         num_classes: int | None = None,
         thresholds: DiagnosisThresholds | None = None,
+        rank_staleness_s: float = 0.0,
     ) -> None:
         _check_int("min_epochs", min_epochs, 1)
         _check_int("reduction_factor", reduction_factor, 2)
@@ -101,6 +116,14 @@ class LearningCurvePruner(BasePruner):
                 )
         if num_classes is not None:
             _check_int("num_classes", num_classes, 2)
+        if (
+            isinstance(rank_staleness_s, bool)
+            or not isinstance(rank_staleness_s, int | float)
+            or not 0 <= rank_staleness_s <= 3600
+        ):
+            raise ValueError(
+                f"rank_staleness_s: expected seconds between 0 and 3600, got {rank_staleness_s!r}"
+            )
         if thresholds is not None and not isinstance(thresholds, DiagnosisThresholds):
             raise ValueError(f"thresholds: expected DiagnosisThresholds, got {thresholds!r}")
         self._min_epochs = min_epochs
@@ -109,6 +132,16 @@ class LearningCurvePruner(BasePruner):
         self._early_stop = tuple(early_stop)
         self._num_classes = num_classes
         self._thresholds = thresholds or DiagnosisThresholds()
+        self._rank_staleness_s = float(rank_staleness_s)
+
+    def warm(self, study: Study) -> None:
+        """Start reading ``study``'s finished trials in the background now, so that the first
+        rung decision finds them read (with ``rank_staleness_s > 0``; else nothing)."""
+        if self._rank_staleness_s > 0:
+            memo = _memo(study)
+            with memo.lock:
+                memo.plans.add((self._min_epochs, self._reduction_factor))
+            _start_refresher(study, memo, self._rank_staleness_s, read_now=True)
 
     def prune(self, study: Study, trial: FrozenTrial) -> bool:
         """``True`` when :meth:`decide` says prune or early-stop."""
@@ -132,7 +165,10 @@ class LearningCurvePruner(BasePruner):
         score = _best_score(trial.intermediate_values, step, direction)
         if score is None:
             return Decision("continue", diagnosis)
-        scores = _rung_scores(study, rung, self._min_epochs, self._reduction_factor, direction)
+        scores = _rung_scores(
+            study, rung, self._min_epochs, self._reduction_factor, direction,
+            staleness_s=self._rank_staleness_s,
+        )
         n = len(scores)
         if n < self._min_trials:
             return Decision("continue", diagnosis)
@@ -206,7 +242,8 @@ class _StudyMemo:
     """Finished trials' best scores per rung, for one Study object in this process.
 
     Trials ``0 .. next_number - 1`` have been looked at; ``pending`` are those of them that had
-    not finished then. Finished trials never change, so nothing here goes stale.
+    not finished then. Finished trials never change, so nothing here goes stale; it only lags
+    storage by the time since ``read_at``.
     """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -214,27 +251,87 @@ class _StudyMemo:
     pending: set[int] = field(default_factory=set)
     rungs: dict[tuple[int, int, int], list[float]] = field(default_factory=dict)
     trials: list[tuple[dict[int, float], int]] = field(default_factory=list)
+    read_at: float | None = None
+    used_at: float = 0.0
+    refresher: threading.Thread | None = None
+    plans: set[tuple[int, int]] = field(default_factory=set)
+    """(min_epochs, reduction_factor) of the pruners warmed on this study: a background read
+    also prepares their rungs' scores, so that no decision sorts every finished trial."""
+    last_step: int = -1
 
 
 _MEMOS: weakref.WeakKeyDictionary[Study, _StudyMemo] = weakref.WeakKeyDictionary()
 _MEMOS_LOCK = threading.Lock()
+_REFRESH_IDLE_S = 60.0
+"""A background refresher stops after this long without a rung decision."""
 
 
 def _rung_scores(
-    study: Study, rung: int, min_epochs: int, factor: int, direction: StudyDirection
+    study: Study,
+    rung: int,
+    min_epochs: int,
+    factor: int,
+    direction: StudyDirection,
+    *,
+    staleness_s: float = 0.0,
 ) -> list[float]:
     """Ascending best scores up to ``rung`` of the finished trials that reached it."""
+    memo = _memo(study)
+    if staleness_s <= 0 or memo.read_at is None:
+        _read(study, memo)
+    if staleness_s > 0:
+        _start_refresher(study, memo, staleness_s, read_now=False)
+    _prepare(memo, (rung, min_epochs, factor), direction)
+    with memo.lock:
+        return list(memo.rungs[(rung, min_epochs, factor)])
+
+
+def _prepare(memo: _StudyMemo, key: tuple[int, int, int], direction: StudyDirection) -> None:
+    """Make sure ``memo.rungs[key]`` exists; the sort over every finished trial happens outside
+    the lock, so a decision at another rung does not wait for it."""
+    with memo.lock:
+        if key in memo.rungs:
+            return
+        trials = list(memo.trials)
+    scores: list[float] = []
+    for values, last in trials:
+        _add(scores, values, last, key[0], direction)
+    with memo.lock:
+        if key in memo.rungs:
+            return
+        for values, last in memo.trials[len(trials):]:  # finished meanwhile
+            _add(scores, values, last, key[0], direction)
+        memo.rungs[key] = scores
+
+
+def _memo(study: Study) -> _StudyMemo:
     with _MEMOS_LOCK:
-        memo = _MEMOS.setdefault(study, _StudyMemo())
+        return _MEMOS.setdefault(study, _StudyMemo())
+
+
+def _start_refresher(study: Study, memo: _StudyMemo, every_s: float, *, read_now: bool) -> None:
+    with memo.lock:
+        memo.used_at = time.monotonic()
+        if memo.refresher is None:
+            memo.refresher = threading.Thread(
+                target=_refresh_loop, args=(weakref.ref(study), memo, every_s, read_now),
+                name="tunesvc-rank-refresh", daemon=True,
+            )
+            memo.refresher.start()
+
+
+def _read(study: Study, memo: _StudyMemo) -> None:
+    """Bring ``memo`` up to the study's trials in storage."""
+    started = time.monotonic()
     # Unfiltered, this is Optuna's cached list as is (sorted by number, no per-trial filter):
     # trial numbers run 0..n-1, so the list is indexed by number and only the trials that are
     # new or were unfinished last time are looked at.
     trials = study.get_trials(deepcopy=False)
-    key = (rung, min_epochs, factor)
+    direction = study.direction
     with memo.lock:
-        if len(trials) < memo.next_number or any(
-            trials[i].number != i for i in (0, len(trials) - 1) if 0 <= i < len(trials)
-        ):
+        if len(trials) < memo.next_number:
+            return  # an older read than one applied meanwhile (lists only grow)
+        if any(trials[i].number != i for i in (0, len(trials) - 1) if 0 <= i < len(trials)):
             # Not numbered as memoized (cannot happen with Optuna's storages): start over.
             memo.next_number = 0
             memo.pending.clear()
@@ -249,17 +346,41 @@ def _rung_scores(
                 values = {s: v for s, v in t.intermediate_values.items() if math.isfinite(v)}
                 last = max(t.intermediate_values, default=-1)
                 memo.trials.append((values, last))
+                memo.last_step = max(memo.last_step, last)
                 for (r, _, _), scores in memo.rungs.items():
                     _add(scores, values, last, r, direction)
             elif t.state.is_finished():
                 memo.pending.discard(number)  # failed: never ranked against
             else:
                 memo.pending.add(number)
-        if key not in memo.rungs:
-            memo.rungs[key] = []
-            for values, last in memo.trials:
-                _add(memo.rungs[key], values, last, rung, direction)
-        return list(memo.rungs[key])
+        memo.read_at = started if memo.read_at is None else max(memo.read_at, started)
+        plans, last_step = list(memo.plans), memo.last_step
+    for min_epochs, factor in plans:
+        rung = min_epochs
+        while rung <= last_step:
+            _prepare(memo, (rung, min_epochs, factor), direction)
+            rung *= factor
+
+
+def _refresh_loop(
+    study_ref: weakref.ref[Study], memo: _StudyMemo, every_s: float, read_now: bool
+) -> None:
+    """Read ``memo`` (now if ``read_now``), then again every ``every_s`` while rung decisions
+    use it."""
+    while True:
+        if not read_now:
+            time.sleep(every_s)
+        read_now = False
+        study = study_ref()
+        with memo.lock:
+            if study is None or time.monotonic() - memo.used_at > _REFRESH_IDLE_S:
+                memo.refresher = None
+                return
+        try:
+            _read(study, memo)
+        except Exception:  # noqa: BLE001 - the database is away: decide on the last read
+            pass
+        del study
 
 
 def _add(
@@ -332,8 +453,10 @@ def _only(settings: Mapping[str, Any], allowed: set[str]) -> None:
 
 def _make_diagnostic(settings: dict[str, Any]) -> LearningCurvePruner:
     threshold_names = {f.name for f in fields(DiagnosisThresholds)}
-    own = {"min_epochs", "reduction_factor", "min_trials", "early_stop", "num_classes"}
+    own = {"min_epochs", "reduction_factor", "min_trials", "early_stop", "num_classes",
+           "rank_staleness_s"}
     _only(settings, own | threshold_names)
+    settings.setdefault("rank_staleness_s", TUNESVC_RANK_STALENESS_S)
     thresholds = DiagnosisThresholds(**{k: v for k, v in settings.items() if k in threshold_names})
     kwargs = {k: v for k, v in settings.items() if k in own}
     if "early_stop" in kwargs and isinstance(kwargs["early_stop"], list):

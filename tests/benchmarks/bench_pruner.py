@@ -9,6 +9,8 @@ running trial reports epochs 0..k and ``trial.should_prune()`` is timed, the way
 calls it, at a rung epoch (3), between rungs (5), and over every epoch of a 20-epoch trial. The
 first call after the trials were added is reported on its own: it loads the finished trials into
 Optuna's per-process cache (and the pruner's memo of their rung values), once per process.
+The timed report is Optuna's (written before it returns); tunesvc's runner hands it to a
+background writer instead (see ``bench_coordination.py``).
 
 Run: ``python tests/benchmarks/bench_pruner.py [--trials 10000] [--repeat 30]``.
 """
@@ -132,6 +134,8 @@ def main() -> None:
             for name, pruner in (
                 ("median", optuna.pruners.MedianPruner()),
                 ("diagnostic", LearningCurvePruner()),
+                # as in a tunesvc study: rung decisions rank against a background read
+                ("diagnostic, rank_staleness_s=2", LearningCurvePruner(rank_staleness_s=2.0)),
             ):
                 # A fresh Study object, as a new worker process would have.
                 worker = optuna.load_study(study_name=study.study_name, storage=url)

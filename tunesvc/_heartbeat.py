@@ -26,6 +26,8 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
+from tunesvc._curves import OUTCOME_ATTR
+
 SLOT_ATTR = "slot"
 """User attribute: the index of the queued draw (grid cell or random draw) a trial runs."""
 RETRY_OF_ATTR = "retry_of"
@@ -42,6 +44,11 @@ MAX_LOST_RETRIES = 3
 """Default number of times a slot is run again after its worker was lost."""
 DB_RETRY_S = 120.0
 """How long a worker keeps retrying a database call while the database is away."""
+ORPHAN_AFTER_S = 30.0
+"""A trial failed as lost (or interrupted) whose retry is still missing this long after the
+grace period past its last heartbeat is an orphan: the worker that failed it died before it
+queued the retry. (That worker queues it at once, or, while the database is away, up to
+``DB_RETRY_S`` later; the retry then queued twice runs once, see ``is_duplicate_retry``.)"""
 
 T = TypeVar("T")
 _logger = logging.getLogger("tunesvc")
@@ -184,6 +191,58 @@ class RetryLostTrial:
         number = requeue(study, trial, "lost")
         _logger.warning("trial %d was lost with its worker (no heartbeat); queued again as "
                         "trial %s", trial.number, number)
+
+
+def requeue_orphans(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    *,
+    grace_s: float,
+    health: DatabaseHealth | None = None,
+) -> list[int | None]:
+    """Queue the missing retry of every orphaned trial (see ``ORPHAN_AFTER_S``): failed as lost
+    by a worker that died before queueing it, or interrupted and failed by one that died before
+    queueing it. The retry limit of lost slots holds. A retry queued twice (this sweep racing the
+    late worker) is caught when claimed: see ``is_duplicate_retry``.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+    candidates = [
+        t for t in trials
+        if t.state == TrialState.FAIL
+        and t.user_attrs.get(OUTCOME_ATTR) in (None, "interrupted")
+        and t.number not in retried
+    ]
+    if not candidates:
+        return []
+    ages = heartbeat_ages(storage, [t._trial_id for t in candidates])
+    callback = getattr(storage, "failed_trial_callback", None)
+    limit = callback.max_retries if isinstance(callback, RetryLostTrial) else MAX_LOST_RETRIES
+    queued: list[int | None] = []
+    for t in candidates:
+        age = ages.get(t._trial_id)
+        if age is None or age < grace_s + ORPHAN_AFTER_S:
+            continue
+        reason = "interrupted" if t.user_attrs.get(OUTCOME_ATTR) == "interrupted" else "lost"
+        if reason == "lost" and lost_attempts(t) >= limit:
+            continue
+        number = requeue(study, t, reason, health=health)
+        _logger.warning("trial %d was failed (%s) by a worker that died before queueing its "
+                        "retry; queued again as trial %s", t.number, reason, number)
+        queued.append(number)
+    return queued
+
+
+def is_duplicate_retry(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Whether ``trial`` retries a trial that an earlier-numbered trial already retries: of two
+    retries of one attempt, the lower number runs, whoever claims first."""
+    retry_of = trial.user_attrs.get(RETRY_OF_ATTR)
+    if retry_of is None:
+        return False
+    return any(
+        t.user_attrs.get(RETRY_OF_ATTR) == retry_of and t.number < trial.number
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 def fail_lost_trials(study: optuna.Study, health: DatabaseHealth) -> None:

@@ -44,12 +44,16 @@ from tunesvc._heartbeat import (
     Heartbeat,
     fail_lost_trials,
     heartbeat_ages,
+    is_duplicate_retry,
+    is_transient,
     requeue,
+    requeue_orphans,
     retry_db,
 )
 from tunesvc._objectives import Objective
 from tunesvc._pruner import NUM_CLASSES_ATTR
 from tunesvc._spec import ChoiceParam, Direction, ParamSpec, RangeParam, StudySpec
+from tunesvc._writer import TrialWriter
 
 ERROR_ATTR = "error"
 REASON_ATTR = "reason"
@@ -113,6 +117,19 @@ class TrialContext:
     stop: StopRequest = field(default_factory=StopRequest)
     study_note_at: float = -math.inf
     on_event: Callable[[WorkerEvent], None] | None = None
+    _writer: TrialWriter | None = field(default=None, repr=False)
+
+    def writer(self) -> TrialWriter:
+        """This worker's background writer of reports and curves (started on first use)."""
+        if self._writer is None:
+            self._writer = TrialWriter(self.storage, self.retry)
+        return self._writer
+
+    def close_writer(self) -> None:
+        """Flush the writer and end its thread (a later :meth:`writer` starts a new one)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
     def emit(self, event: WorkerEvent) -> None:
         if self.on_event is not None:
@@ -136,25 +153,45 @@ def claim_trial(ctx: TrialContext) -> int | None:
     """Atomically move one WAITING trial to RUNNING; its trial id, or None when none is left.
 
     The heartbeat is recorded before the claim, so a worker killed right after claiming still
-    leaves a trial that other workers see go stale.
+    leaves a trial that other workers see go stale. With nothing left to claim, the worker
+    queues the retries that dead workers failed to queue (:func:`requeue_orphans`).
     """
     fail_lost_trials(ctx.study, ctx.health)
+    swept = False
     while True:
         waiting = ctx.retry(
             lambda: ctx.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         )
         if not waiting:
+            if not swept and _requeue_orphans(ctx):
+                swept = True
+                continue
             return None
         for frozen in sorted(waiting, key=lambda t: t.number):
-            trial_id = _claim(ctx, frozen.number)
+            trial_id = _claim(ctx, frozen)
             if trial_id is not None:
                 return trial_id
         # Every trial we saw was taken by another worker meanwhile: look again.
 
 
-def _claim(ctx: TrialContext, number: int) -> int | None:
+def _requeue_orphans(ctx: TrialContext) -> bool:
+    if not ctx.health.settled():
+        return False  # just back from an outage: other workers may not have caught up yet
+    try:
+        return bool(requeue_orphans(ctx.study, ctx.storage, grace_s=2 * ctx.heartbeat_s,
+                                    health=ctx.health))
+    except Exception as e:
+        if not is_transient(e):
+            raise
+        ctx.health.failed()
+        return False
+
+
+def _claim(ctx: TrialContext, frozen: FrozenTrial) -> int | None:
     def claim() -> int | None:
-        trial_id = ctx.storage.get_trial_id_from_study_id_trial_number(ctx.study_id, number)
+        trial_id = ctx.storage.get_trial_id_from_study_id_trial_number(
+            ctx.study_id, frozen.number
+        )
         ctx.storage.record_heartbeat(trial_id)
         try:
             if not ctx.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
@@ -164,6 +201,20 @@ def _claim(ctx: TrialContext, number: int) -> int | None:
         return trial_id
 
     trial_id: int | None = ctx.retry(claim)
+    if trial_id is not None and ctx.retry(lambda: is_duplicate_retry(ctx.study, frozen)):
+        # A second retry of one attempt (queued by a sweep and by the late worker): the
+        # lower-numbered one runs; this one ends here, never run.
+        tid = trial_id
+
+        def end() -> None:
+            ctx.storage.set_trial_user_attr(tid, OUTCOME_ATTR, "duplicate")
+            ctx.storage.set_trial_state_values(tid, TrialState.FAIL)
+
+        try:
+            ctx.retry(end)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # an earlier attempt of end() was committed
+        return None
     if trial_id is not None:
         where = {"host": socket.gethostname(), "pid": os.getpid(), "device": ctx.device,
                  "worker": ctx.worker}
@@ -228,9 +279,16 @@ class SpecTrial(_Trial):
     """An Optuna trial that holds the objective to the study spec and records pruning decisions.
 
     A plain ``objective(trial)`` receives one of these and runs unmodified.
+
+    With tunesvc's pruner (or none), reports and curves are written by the worker's background
+    writer (:mod:`tunesvc._writer`): the pruner reads this trial from the object itself, so the
+    training loop never waits on the database between epochs. Optuna's own pruners read the
+    trial through Optuna's ``Trial``, so with them every report is written before it returns.
     """
 
     def __init__(self, study: optuna.Study, trial_id: int, ctx: TrialContext) -> None:
+        from tunesvc._pruner import LearningCurvePruner
+
         super().__init__(study, trial_id)
         self._ctx = ctx
         self._tid = trial_id
@@ -239,6 +297,9 @@ class SpecTrial(_Trial):
         self._curves_stored = 0
         self._curves_stored_at = -math.inf
         self.decision: Any = None
+        self._background = isinstance(
+            study.pruner, LearningCurvePruner | optuna.pruners.NopPruner
+        )
 
     def _check(self, name: str, distribution: BaseDistribution) -> None:
         declared = self._ctx.spec.params.get(name)
@@ -274,9 +335,25 @@ class SpecTrial(_Trial):
         return value
 
     def report(self, value: float, step: int) -> None:
-        self._ctx.retry(lambda: _Trial.report(self, value, step))
+        if not self._background:
+            self._ctx.retry(lambda: _Trial.report(self, value, step))
+        else:
+            value, step = _report_args(value, step)
+            if step in self._reported:
+                warnings.warn(
+                    f"The reported value is ignored because this step={step} is already "
+                    "reported.",
+                    stacklevel=2,
+                )
+                return
+            self._ctx.writer().report(self._tid, step, value)
         self._reported.setdefault(step, float(value))
         self._ctx.emit(WorkerEvent("epoch", self._ctx.worker, self.number, epoch=step))
+
+    def flush(self) -> None:
+        """Wait until this trial's reports and curves are in storage (see :mod:`_writer`)."""
+        if self._ctx._writer is not None:
+            self._ctx._writer.flush()
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self._ctx.retry(lambda: _Trial.set_user_attr(self, key, value))
@@ -290,7 +367,10 @@ class SpecTrial(_Trial):
         now = time.monotonic()
         if now - self._curves_stored_at < every_s:
             return
-        self.set_user_attr(CURVES_ATTR, self.curves.to_json())
+        if self._background:
+            self._ctx.writer().set_user_attr(self._tid, CURVES_ATTR, self.curves.to_json())
+        else:
+            self.set_user_attr(CURVES_ATTR, self.curves.to_json())
         self._curves_stored, self._curves_stored_at = len(self.curves), now
 
     @property
@@ -333,8 +413,32 @@ class SpecTrial(_Trial):
         decision = self._ctx.retry(lambda: pruner.decide(self.study, frozen))
         if decision.action != "continue":
             self.decision = decision
-            self.set_user_attr(DIAGNOSIS_ATTR, decision.diagnosis.to_json())
+            if self._background:
+                self._ctx.writer().set_user_attr(
+                    self._tid, DIAGNOSIS_ATTR, decision.diagnosis.to_json()
+                )
+            else:
+                self.set_user_attr(DIAGNOSIS_ATTR, decision.diagnosis.to_json())
         return bool(decision.action != "continue")
+
+
+def _report_args(value: Any, step: Any) -> tuple[float, int]:
+    """``trial.report``'s arguments checked as Optuna checks them."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"The `value` argument is of type '{type(value)}' but supposed to be a float."
+        ) from None
+    try:
+        step = int(step)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"The `step` argument is of type '{type(step)}' but supposed to be an int."
+        ) from None
+    if step < 0:
+        raise ValueError(f"`step={step}` must be non-negative.")
+    return value, step
 
 
 def _suggest(trial: optuna.trial.Trial, name: str, param: ParamSpec) -> Any:
@@ -423,12 +527,16 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
     RUNNING. A trial that another worker failed meanwhile (its heartbeats did not arrive) is left
     to its retry: outcome ``lost``, nothing written.
     """
+    from tunesvc._pruner import LearningCurvePruner
+
     queued = ctx.retry(lambda: ctx.storage.get_trial(trial_id))
     slot = int(queued.user_attrs.get(SLOT_ATTR, queued.number))
     # Params the spec does not declare are drawn per slot, so they too are the same whichever
     # worker runs the slot, and the same again on a retry.
     ctx.study.sampler = optuna.samplers.RandomSampler(seed=ctx.spec.seed * 1_000_003 + slot)
     trial = ctx.retry(lambda: SpecTrial(ctx.study, trial_id, ctx))
+    if isinstance(ctx.study.pruner, LearningCurvePruner):
+        ctx.study.pruner.warm(ctx.study)  # its first rung decision then finds them read
     ctx.emit(WorkerEvent("claimed", ctx.worker, trial.number, device=ctx.device,
                          direction=ctx.direction))
     state, outcome, value, error = TrialState.COMPLETE, "completed", None, None
@@ -465,13 +573,13 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
                 requeue(ctx.study, queued, "interrupted", health=ctx.health)
             raise
         except optuna.exceptions.UpdateFinishedTrialError:
-            return _lost(trial)
+            return _lost(ctx, trial)
         except TunesvcError as e:
             state, outcome, error = TrialState.FAIL, "failed", str(e)
         except Exception as e:  # the user's objective raised: this trial fails, the run goes on
             state, outcome, error = TrialState.FAIL, "failed", f"{type(e).__name__}: {e}"
         if not _finish(ctx, trial, state, outcome, value, error):
-            return _lost(trial)
+            return _lost(ctx, trial)
     write_notes(ctx, trial, trial_id)
     result = TrialResult(trial.number, state, outcome, value, error, dict(trial.params))
     ctx.emit(WorkerEvent("finished", ctx.worker, trial.number, result=result))
@@ -497,7 +605,9 @@ def write_notes(ctx: TrialContext, trial: SpecTrial | None, trial_id: int | None
                       stacklevel=2)
 
 
-def _lost(trial: SpecTrial) -> TrialResult:
+def _lost(ctx: TrialContext, trial: SpecTrial) -> TrialResult:
+    if ctx._writer is not None:
+        ctx._writer.drain()  # this trial's remaining writes met the same finished trial
     return TrialResult(trial.number, TrialState.FAIL, "lost", None,
                        "another worker failed this trial (no heartbeat); its retry runs it",
                        dict(trial.params))
@@ -514,6 +624,7 @@ def _finish(
     """Record how the trial ended; False if another worker had already failed it as lost."""
     try:
         trial.store_curves()
+        trial.flush()  # every report and curves write is in storage before the state changes
         trial.set_user_attr(OUTCOME_ATTR, outcome)
         if error is not None:
             trial.set_user_attr(ERROR_ATTR, error[:2000])
@@ -569,6 +680,19 @@ def run_loop(
     them be lost, its retry is queued and this worker runs it. ``budget`` is shared by the
     worker processes of one command. A stop request ends the loop with KeyboardInterrupt.
     """
+    try:
+        return _loop(ctx, n_trials, timeout, on_result, budget)
+    finally:
+        ctx.close_writer()
+
+
+def _loop(
+    ctx: TrialContext,
+    n_trials: int | None,
+    timeout: float | None,
+    on_result: Callable[[TrialResult], None] | None,
+    budget: Budget | None,
+) -> list[TrialResult]:
     started = time.monotonic()
     results: list[TrialResult] = []
     waiting = False

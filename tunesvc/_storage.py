@@ -32,7 +32,7 @@ _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"
             "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
 CONNECT_TIMEOUT_S = 10
 SQLITE_BUSY_TIMEOUT_S = 60
-POOL_SIZE = 2  # per worker process: its main thread and its heartbeat thread
+POOL_SIZE = 4  # per worker process: main thread, heartbeat, report writer, rank refresher
 POOL_OVERFLOW = 2
 POOL_RECYCLE_S = 300
 

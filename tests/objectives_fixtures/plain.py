@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import time
 
 import optuna
 
@@ -48,3 +50,16 @@ def plateaus(trial: optuna.Trial) -> float:
 
 
 plateaus.direction = "maximize"  # type: ignore[attr-defined]
+
+
+def abandoned(trial: optuna.Trial) -> float:
+    """Trial 0 is failed by "another worker" (as when its heartbeats stopped arriving) while it
+    still trains and reports; the other trials run normally."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    for step in range(30):
+        if step == 2 and trial.number == 0:
+            other = optuna.storages.RDBStorage(os.environ["TUNESVC_STORAGE"])
+            other.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        trial.report(x + step, step)
+        time.sleep(0.01)
+    return x

@@ -199,3 +199,11 @@ def test_cli_refine_one_line_errors_and_json(sqlite_url: str) -> None:
                                  "--json", "--storage", sqlite_url])
     assert result.exit_code == 0, result.output
     assert '"parent": "queued"' in result.stdout and '"epochs": 20' in result.stdout
+
+
+def test_a_subnormal_bound_is_kept_as_is() -> None:
+    """Hypothesis found it: rounding 5e-324 to 3 digits divided by an underflowed unit."""
+    from tunesvc._refine import _sig
+
+    assert _sig(5e-324, up=True) == 5e-324 and _sig(5e-324, up=False) == 5e-324
+    assert _sig(1.234567e-300, up=True) == 1.24e-300

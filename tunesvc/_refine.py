@@ -71,6 +71,8 @@ def _sig(x: float, up: bool) -> float:
     if x == 0 or not math.isfinite(x):
         return x
     unit = 10.0 ** (math.floor(math.log10(abs(x))) - 2)
+    if unit == 0.0:
+        return x  # subnormal: no digits to round to
     k = math.ceil(x / unit - 1e-9) if up else math.floor(x / unit + 1e-9)
     return float(f"{k * unit:.3g}")
 

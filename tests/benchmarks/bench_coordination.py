@@ -1,8 +1,9 @@
 """Coordination cost of one reported epoch on PostgreSQL, four workers, tunesvc vs raw Optuna.
 
 One study per size holds ``N`` finished trials (0 and 10,000; each with 20 reported steps) and
-the WAITING trials tunesvc's workers claim. Four worker processes run at once, each timing
-``--epochs`` epochs of what happens between two epochs of training:
+the WAITING trials tunesvc's workers claim. Four worker processes run at once, each training a
+small torch MLP for about ``--train-ms`` per epoch (one thread) and timing, on the training
+thread, what happens between two epochs of training:
 
 - raw Optuna ``report``: ``trial.report(value, epoch)`` on a trial from ``study.ask()``;
 - raw Optuna ``report + MedianPruner``: the same plus ``trial.should_prune()``;
@@ -12,14 +13,21 @@ the WAITING trials tunesvc's workers claim. Four worker processes run at once, e
   the learning curves kept, and written as a user attribute at most every ``CURVES_EVERY_S``
   seconds, ``report`` and the pruning decision.
 
+tunesvc hands reports and curves to a background writer thread and ranks at rungs against
+finished trials it reads in the background (see ``tunesvc._writer`` and ``rank_staleness_s``
+in ``tunesvc._pruner``); the database work is not gone, it overlaps training. So the table also
+gives each kind's training time per epoch (the same torch work; median) next to a bare loop's,
+which shows what that overlap costs training, the whole epoch (training plus coordination;
+mean), and tunesvc's wait at the end of a trial for its last writes.
+
 Each process reads the study's finished trials into Optuna's cache before timing starts, and
 its first timed epoch is dropped. The kinds take turns (``--rounds``), so that load from
-elsewhere on the machine falls on all of them alike. The table gives the median and 90th
-percentile over all epochs of all workers, in milliseconds, all against the same database in
-the same run.
+elsewhere on the machine falls on all of them alike. The table gives the median, 90th
+percentile and mean over all epochs of all workers, in milliseconds, all against the same
+database in the same run.
 
 Run: ``python tests/benchmarks/bench_coordination.py [--finished 0 10000] [--epochs 30]
-[--rounds 2]``;
+[--rounds 2] [--train-ms 30] [--kinds ...]``;
 ``$TUNESVC_BENCH_PG`` picks the server (default: the test database on this machine).
 """
 
@@ -38,6 +46,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -105,21 +114,66 @@ def _setup(schema: str, name: str, finished: int, epochs: int) -> None:
         _fill(url, name, finished)
 
 
-def _time_epochs(epochs: int, one_epoch: Callable[[int], None]) -> list[float]:
-    out = []
+class _Training:
+    """About ``train_ms`` of real torch work per call: steps of a small MLP, one thread."""
+
+    def __init__(self, train_ms: float) -> None:
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
+                                         torch.nn.Linear(256, 10))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01)
+        self.x, self.y = torch.randn(256, 64), torch.randint(0, 10, (256,))
+        t0 = time.perf_counter()
+        for _ in range(20):
+            self._step()
+        per_step = (time.perf_counter() - t0) / 20
+        self.steps = max(1, round(train_ms / 1000 / per_step))
+
+    def _step(self) -> None:
+        self.opt.zero_grad()
+        torch.nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+        self.opt.step()
+
+    def epoch(self) -> None:
+        for _ in range(self.steps):
+            self._step()
+
+
+Times = tuple[list[float], list[float], float]
+"""Per epoch: coordination ms and training ms (first epoch dropped); ms waited at the end."""
+
+
+def _time_epochs(
+    epochs: int, training: _Training, one_epoch: Callable[[int], None] | None
+) -> Times:
+    glue, train = [], []
     for epoch in range(epochs):
         t0 = time.perf_counter()
-        one_epoch(epoch)
-        out.append((time.perf_counter() - t0) * 1000)
-    return out[1:]
+        training.epoch()
+        t1 = time.perf_counter()
+        if one_epoch is not None:
+            one_epoch(epoch)
+        t2 = time.perf_counter()
+        glue.append((t2 - t1) * 1000)
+        train.append((t1 - t0) * 1000)
+    return glue[1:], train[1:], 0.0
 
 
-def _raw(url: str, name: str, epochs: int, prune: bool, barrier: Any) -> list[float]:
+def _bare(epochs: int, train_ms: float, barrier: Any) -> Times:
+    training = _Training(train_ms)
+    barrier.wait()
+    return _time_epochs(epochs, training, None)
+
+
+def _raw(url: str, name: str, epochs: int, train_ms: float, prune: bool,
+         barrier: Any) -> Times:
     storage = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     study = optuna.load_study(study_name=name, storage=storage,
                               pruner=optuna.pruners.MedianPruner())
     trial = study.ask()
     study.get_trials(deepcopy=False)  # fill Optuna's cache of finished trials before timing
+    training = _Training(train_ms)
     barrier.wait()
 
     def one_epoch(epoch: int) -> None:
@@ -127,12 +181,13 @@ def _raw(url: str, name: str, epochs: int, prune: bool, barrier: Any) -> list[fl
         if prune:
             trial.should_prune()
 
-    times = _time_epochs(epochs, one_epoch)
+    times = _time_epochs(epochs, training, one_epoch)
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return times
 
 
-def _tunesvc(url: str, name: str, epochs: int, structured: bool, barrier: Any) -> list[float]:
+def _tunesvc(url: str, name: str, epochs: int, train_ms: float, structured: bool,
+             barrier: Any) -> Times:
     from tunesvc import _service as service
     from tunesvc._curves import Curves, EpochRecord
     from tunesvc._heartbeat import RetryLostTrial
@@ -150,7 +205,9 @@ def _tunesvc(url: str, name: str, epochs: int, structured: bool, barrier: Any) -
     trial.suggest_int("y", 0, 3)
     curves = Curves()
     trial.curves = curves
+    ctx.study.pruner.warm(ctx.study)  # as run_trial does when it starts a trial
     ctx.study.get_trials(deepcopy=False)  # fill Optuna's cache of finished trials before timing
+    training = _Training(train_ms)
     barrier.wait()
 
     def one_epoch(epoch: int) -> None:
@@ -162,29 +219,36 @@ def _tunesvc(url: str, name: str, epochs: int, structured: bool, barrier: Any) -
         if epoch > 0:
             trial.should_prune()
 
-    times = _time_epochs(epochs, one_epoch)
+    glue, train, _ = _time_epochs(epochs, training, one_epoch)
+    t0 = time.perf_counter()
+    trial.flush()  # what the runner waits for before it records the trial's end
+    waited = (time.perf_counter() - t0) * 1000
     ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    return times
+    ctx.close_writer()
+    return glue, train, waited
 
 
-def _worker(kind: str, url: str, name: str, epochs: int, barrier: Any) -> list[float]:
+def _worker(kind: str, url: str, name: str, epochs: int, train_ms: float,
+            barrier: Any) -> Times:
+    if kind == "bare training":
+        return _bare(epochs, train_ms, barrier)
     if kind == "raw report":
-        return _raw(url, name, epochs, False, barrier)
+        return _raw(url, name, epochs, train_ms, False, barrier)
     if kind == "raw report + MedianPruner":
-        return _raw(url, name, epochs, True, barrier)
-    return _tunesvc(url, name, epochs, kind.endswith("structured"), barrier)
+        return _raw(url, name, epochs, train_ms, True, barrier)
+    return _tunesvc(url, name, epochs, train_ms, kind.endswith("structured"), barrier)
 
 
-KINDS = ["raw report", "raw report + MedianPruner", "tunesvc plain", "tunesvc structured"]
+KINDS = ["bare training", "raw report", "raw report + MedianPruner", "tunesvc plain",
+         "tunesvc structured"]
 
 
-def _measure(kind: str, url: str, name: str, epochs: int) -> list[float]:
+def _measure(kind: str, url: str, name: str, epochs: int, train_ms: float) -> list[Times]:
     mp = multiprocessing.get_context("spawn")
     with mp.Manager() as manager:
         barrier = manager.Barrier(WORKERS)
         with mp.Pool(WORKERS) as pool:
-            parts = pool.starmap(_worker, [(kind, url, name, epochs, barrier)] * WORKERS)
-    return [t for part in parts for t in part]
+            return pool.starmap(_worker, [(kind, url, name, epochs, train_ms, barrier)] * WORKERS)
 
 
 def _p90(xs: list[float]) -> float:
@@ -196,10 +260,13 @@ def main() -> None:
     parser.add_argument("--finished", type=int, nargs="+", default=[0, 10_000])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--train-ms", type=float, default=30.0)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=KINDS,
+                        help="which kinds, in the order they take turns")
     args = parser.parse_args()
     admin = sqlalchemy.create_engine(PG, isolation_level="AUTOCOMMIT")
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    results: dict[tuple[str, int], list[float]] = {}
+    results: dict[tuple[str, int], list[Times]] = {}
     schemas = []
     try:
         for finished in args.finished:
@@ -212,35 +279,49 @@ def main() -> None:
             print(f"set up {finished} finished trials in {time.monotonic() - t0:.0f} s",
                   file=sys.stderr, flush=True)
             for _ in range(args.rounds):
-                for kind in KINDS:
+                for kind in args.kinds:
                     results.setdefault((kind, finished), []).extend(
-                        _measure(kind, _url(schema), "coord", args.epochs))
+                        _measure(kind, _url(schema), "coord", args.epochs, args.train_ms))
     finally:
         with admin.connect() as conn:
             for schema in schemas:
                 conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.dispose()
-    sizes = args.finished
-    header = ["per epoch, ms (4 workers, PostgreSQL)"]
-    for n in sizes:
-        header += [f"median @ {n:,} finished", f"p90 @ {n:,}"]
-    if len(sizes) > 1:
-        header.append(f"median {sizes[-1]:,} / {sizes[0]:,}")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for kind in KINDS:
-        row = [kind]
-        for n in sizes:
-            xs = results[(kind, n)]
-            row += [f"{statistics.median(xs):.2f}", f"{_p90(xs):.2f}"]
-        if len(sizes) > 1:
-            first, last = (statistics.median(results[(kind, n)]) for n in (sizes[0], sizes[-1]))
-            row.append(f"{last / first:.2f}x")
-        print("| " + " | ".join(row) + " |")
+    _table(results, args.finished, args.kinds)
     server = sqlalchemy.engine.make_url(PG).render_as_string(hide_password=True)
     print(f"\n{WORKERS} worker processes x {args.rounds} rounds x {args.epochs} epochs per "
-          f"kind and size; server {server}; machine: {os.cpu_count()} cores, load average "
-          f"{load_before} before, {' '.join(f'{x:.1f}' for x in os.getloadavg())} after")
+          f"kind and size, {args.train_ms:g} ms of torch training per epoch; server {server}; "
+          f"machine: {os.cpu_count()} cores, load average {load_before} before, "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} after")
+
+
+def _table(results: dict[tuple[str, int], list[Times]], sizes: list[int],
+           kinds: list[str]) -> None:
+    header = ["per epoch, ms (4 workers, PostgreSQL)"]
+    for n in sizes:
+        header += [f"median @ {n:,} finished", f"p90 @ {n:,}", f"mean @ {n:,}"]
+    if len(sizes) > 1:
+        header.append(f"mean {sizes[-1]:,} / {sizes[0]:,}")
+    header += ["training per epoch", "epoch, training + coordination (mean)",
+               "wait at trial end"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for kind in kinds:
+        row = [kind]
+        means = []
+        for n in sizes:
+            glue = [t for part in results[(kind, n)] for t in part[0]]
+            means.append(statistics.fmean(glue))
+            row += [f"{statistics.median(glue):.2f}", f"{_p90(glue):.2f}", f"{means[-1]:.2f}"]
+        if len(sizes) > 1:
+            row.append(f"{means[-1] / means[0]:.2f}x" if means[0] > 0.05 else "-")
+        runs = [part for n in sizes for part in results[(kind, n)]]
+        row.append(f"{statistics.median(t for part in runs for t in part[1]):.1f}")
+        epochs = [g + t for part in runs for g, t in zip(part[0], part[1], strict=True)]
+        row.append(f"{statistics.fmean(epochs):.1f}")
+        row.append(f"{statistics.median(part[2] for part in runs):.1f}"
+                   if kind.startswith("tunesvc") else "-")
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

@@ -196,16 +196,17 @@ class RetryLostTrial:
 def requeue_orphans(
     study: optuna.Study,
     storage: optuna.storages.RDBStorage,
+    trials: list[FrozenTrial],
     *,
     grace_s: float,
     health: DatabaseHealth | None = None,
 ) -> list[int | None]:
-    """Queue the missing retry of every orphaned trial (see ``ORPHAN_AFTER_S``): failed as lost
-    by a worker that died before queueing it, or interrupted and failed by one that died before
-    queueing it. The retry limit of lost slots holds. A retry queued twice (this sweep racing the
-    late worker) is caught when claimed: see ``is_duplicate_retry``.
+    """Queue the missing retry of every orphaned trial among ``trials`` (the study's, just read;
+    see ``ORPHAN_AFTER_S``): failed as lost by a worker that died before queueing it, or
+    interrupted and failed by one that died before queueing it. The retry limit of lost slots
+    holds. A retry queued twice (this sweep racing the late worker) is caught when claimed: see
+    ``is_duplicate_retry``.
     """
-    trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
     candidates = [
         t for t in trials

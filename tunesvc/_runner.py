@@ -159,11 +159,10 @@ def claim_trial(ctx: TrialContext) -> int | None:
     fail_lost_trials(ctx.study, ctx.health)
     swept = False
     while True:
-        waiting = ctx.retry(
-            lambda: ctx.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        )
+        trials = ctx.retry(lambda: ctx.study.get_trials(deepcopy=False))
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
         if not waiting:
-            if not swept and _requeue_orphans(ctx):
+            if not swept and _requeue_orphans(ctx, trials):
                 swept = True
                 continue
             return None
@@ -174,11 +173,11 @@ def claim_trial(ctx: TrialContext) -> int | None:
         # Every trial we saw was taken by another worker meanwhile: look again.
 
 
-def _requeue_orphans(ctx: TrialContext) -> bool:
+def _requeue_orphans(ctx: TrialContext, trials: list[FrozenTrial]) -> bool:
     if not ctx.health.settled():
         return False  # just back from an outage: other workers may not have caught up yet
     try:
-        return bool(requeue_orphans(ctx.study, ctx.storage, grace_s=2 * ctx.heartbeat_s,
+        return bool(requeue_orphans(ctx.study, ctx.storage, trials, grace_s=2 * ctx.heartbeat_s,
                                     health=ctx.health))
     except Exception as e:
         if not is_transient(e):
@@ -358,6 +357,14 @@ class SpecTrial(_Trial):
     def set_user_attr(self, key: str, value: Any) -> None:
         self._ctx.retry(lambda: _Trial.set_user_attr(self, key, value))
 
+    def _record_attr(self, key: str, value: Any) -> None:
+        """A user attribute tunesvc records while training: through the background writer when
+        reports go there too (see the class docstring), else at once."""
+        if self._background:
+            self._ctx.writer().set_user_attr(self._tid, key, value)
+        else:
+            self.set_user_attr(key, value)
+
     def store_curves(self, *, every_s: float = 0.0) -> None:
         """Write the curves to the trial's user attribute if they grew and ``every_s`` passed
         since the last write. The pruner reads them from this trial object, never from the
@@ -367,10 +374,7 @@ class SpecTrial(_Trial):
         now = time.monotonic()
         if now - self._curves_stored_at < every_s:
             return
-        if self._background:
-            self._ctx.writer().set_user_attr(self._tid, CURVES_ATTR, self.curves.to_json())
-        else:
-            self.set_user_attr(CURVES_ATTR, self.curves.to_json())
+        self._record_attr(CURVES_ATTR, self.curves.to_json())
         self._curves_stored, self._curves_stored_at = len(self.curves), now
 
     @property
@@ -413,12 +417,7 @@ class SpecTrial(_Trial):
         decision = self._ctx.retry(lambda: pruner.decide(self.study, frozen))
         if decision.action != "continue":
             self.decision = decision
-            if self._background:
-                self._ctx.writer().set_user_attr(
-                    self._tid, DIAGNOSIS_ATTR, decision.diagnosis.to_json()
-                )
-            else:
-                self.set_user_attr(DIAGNOSIS_ATTR, decision.diagnosis.to_json())
+            self._record_attr(DIAGNOSIS_ATTR, decision.diagnosis.to_json())
         return bool(decision.action != "continue")
 
 

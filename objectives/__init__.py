@@ -7,10 +7,15 @@ returns a :class:`tunesvc.TrainingSetup`. Params missing from ``params`` take th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tunesvc._errors import ObjectiveError
+
+if TYPE_CHECKING:  # torch is imported only when an objective is built
+    from torch import Tensor, nn
+
+    from tunesvc._training import TrainingSetup
 
 
 def with_defaults(
@@ -24,3 +29,27 @@ def with_defaults(
             f"its params are {', '.join(sorted(defaults))}"
         )
     return {**defaults, **params}
+
+
+def classifier_setup(
+    p: Mapping[str, Any],
+    model: Callable[[], nn.Module],
+    data: tuple[Tensor, Tensor, Tensor, Tensor],
+    num_classes: int,
+) -> TrainingSetup:
+    """The built-ins' setup: ``model`` on ``data`` (train x, y, validation x, y), trained with
+    the optimizer, lr, weight_decay, schedule and batch_size of the resolved params ``p``."""
+    from tunesvc._training import TrainingSetup
+
+    x_train, y_train, x_val, y_val = data
+    return TrainingSetup(
+        model=model,
+        train=(x_train, y_train),
+        val=(x_val, y_val),
+        optimizer=str(p["optimizer"]),
+        lr=float(p["lr"]),
+        weight_decay=float(p["weight_decay"]),
+        schedule=str(p["schedule"]),
+        batch_size=int(p["batch_size"]),
+        num_classes=num_classes,
+    )

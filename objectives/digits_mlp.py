@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from objectives import with_defaults
+from objectives import classifier_setup, with_defaults
 from objectives._data import digits
 from tunesvc._training import TrainingSetup
 
@@ -34,21 +34,10 @@ def build(params: dict[str, Any]) -> TrainingSetup:
     """Model, data and hyperparameters for ``params`` (missing ones take ``DEFAULTS``)."""
     p = with_defaults("digits_mlp", DEFAULTS, params)
     hidden, dropout = int(p["hidden"]), float(p["dropout"])
-    x_train, y_train, x_val, y_val = digits()
 
     def model() -> nn.Module:
         return nn.Sequential(
             nn.Linear(64, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 10)
         )
 
-    return TrainingSetup(
-        model=model,
-        train=(x_train, y_train),
-        val=(x_val, y_val),
-        optimizer=str(p["optimizer"]),
-        lr=float(p["lr"]),
-        weight_decay=float(p["weight_decay"]),
-        schedule=str(p["schedule"]),
-        batch_size=int(p["batch_size"]),
-        num_classes=10,
-    )
+    return classifier_setup(p, model, digits(), num_classes=10)

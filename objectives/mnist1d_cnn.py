@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from objectives import with_defaults
+from objectives import classifier_setup, with_defaults
 from objectives._data import mnist1d
 from tunesvc._training import TrainingSetup
 
@@ -34,7 +34,6 @@ def build(params: dict[str, Any]) -> TrainingSetup:
     """Model, data and hyperparameters for ``params`` (missing ones take ``DEFAULTS``)."""
     p = with_defaults("mnist1d_cnn", DEFAULTS, params)
     channels, dropout = int(p["channels"]), float(p["dropout"])
-    x_train, y_train, x_val, y_val = mnist1d()
 
     def model() -> nn.Module:
         # 40 samples -> 19 -> 10 -> 5 positions, as in the MNIST-1D paper's ConvBase.
@@ -47,14 +46,4 @@ def build(params: dict[str, Any]) -> TrainingSetup:
             nn.Linear(channels * 5, 10),
         )  # fmt: skip
 
-    return TrainingSetup(
-        model=model,
-        train=(x_train, y_train),
-        val=(x_val, y_val),
-        optimizer=str(p["optimizer"]),
-        lr=float(p["lr"]),
-        weight_decay=float(p["weight_decay"]),
-        schedule=str(p["schedule"]),
-        batch_size=int(p["batch_size"]),
-        num_classes=10,
-    )
+    return classifier_setup(p, model, mnist1d(), num_classes=10)

@@ -31,6 +31,18 @@ def _pg_engine() -> sqlalchemy.engine.Engine:
     return sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models: one thread avoids oversubscribing cores shared with other test workers.
+    A module that trains uses it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def pg_engine() -> Iterator[sqlalchemy.engine.Engine]:
     engine = _pg_engine()

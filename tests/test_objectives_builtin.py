@@ -6,13 +6,11 @@ import importlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
 
 from tunesvc._curves import CURVE_NAMES
 from tunesvc._errors import ObjectiveError
@@ -23,13 +21,7 @@ NAMES = ["digits_mlp", "mnist1d_mlp", "mnist1d_cnn"]
 CACHE = "mnist1d_n5000_seed42.npz"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models: one thread avoids oversubscribing cores shared with other test workers."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Runs in a fresh interpreter whose cwd is an empty folder: any socket use raises.

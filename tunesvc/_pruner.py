@@ -19,9 +19,9 @@ trials through Optuna's cache and touches only those finished since the last run
 
 With ``rank_staleness_s > 0`` (tunesvc's workers use 2 s) a rung decision does not read at all
 after the first: a background thread re-reads the finished trials every ``rank_staleness_s``
-while decisions are being made, and the decision ranks
-against the latest read. Optuna's cache re-reads every unfinished trial, tunesvc's queued
-ones included, so that read costs tens of milliseconds or more; this way it overlaps training.
+while decisions are being made, and the decision ranks against the latest read. Optuna's
+cache re-reads every unfinished trial, tunesvc's queued ones included, so that read costs tens
+of milliseconds or more; this way it overlaps training.
 
 Example::
 
@@ -243,7 +243,7 @@ class _StudyMemo:
 
     Trials ``0 .. next_number - 1`` have been looked at; ``pending`` are those of them that had
     not finished then. Finished trials never change, so nothing here goes stale; it only lags
-    storage by the time since ``read_at``.
+    storage by the time since the last read.
     """
 
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -251,7 +251,7 @@ class _StudyMemo:
     pending: set[int] = field(default_factory=set)
     rungs: dict[tuple[int, int, int], list[float]] = field(default_factory=dict)
     trials: list[tuple[dict[int, float], int]] = field(default_factory=list)
-    read_at: float | None = None
+    has_read: bool = False
     used_at: float = 0.0
     refresher: threading.Thread | None = None
     plans: set[tuple[int, int]] = field(default_factory=set)
@@ -277,7 +277,7 @@ def _rung_scores(
 ) -> list[float]:
     """Ascending best scores up to ``rung`` of the finished trials that reached it."""
     memo = _memo(study)
-    if staleness_s <= 0 or memo.read_at is None:
+    if staleness_s <= 0 or not memo.has_read:
         _read(study, memo)
     if staleness_s > 0:
         _start_refresher(study, memo, staleness_s, read_now=False)
@@ -322,7 +322,6 @@ def _start_refresher(study: Study, memo: _StudyMemo, every_s: float, *, read_now
 
 def _read(study: Study, memo: _StudyMemo) -> None:
     """Bring ``memo`` up to the study's trials in storage."""
-    started = time.monotonic()
     # Unfiltered, this is Optuna's cached list as is (sorted by number, no per-trial filter):
     # trial numbers run 0..n-1, so the list is indexed by number and only the trials that are
     # new or were unfinished last time are looked at.
@@ -353,7 +352,7 @@ def _read(study: Study, memo: _StudyMemo) -> None:
                 memo.pending.discard(number)  # failed: never ranked against
             else:
                 memo.pending.add(number)
-        memo.read_at = started if memo.read_at is None else max(memo.read_at, started)
+        memo.has_read = True
         plans, last_step = list(memo.plans), memo.last_step
     for min_epochs, factor in plans:
         rung = min_epochs

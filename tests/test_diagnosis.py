@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tunesvc._curves import Curves
 from tunesvc._diagnosis import (
     ADVICE,
+    CONVERGED_ADVICE,
     LABELS,
     Diagnosis,
     DiagnosisThresholds,
@@ -214,7 +215,13 @@ def test_a_new_best_within_the_noise_is_a_plateau() -> None:
     assert off.label == "healthy", off.reason
     # The same jitter with decay is no plateau: the learning rate did not stay constant.
     decayed = noisy_plateau(lr=[0.01 * 0.9**i for i in range(N)])
-    assert diagnose(decayed, num_classes=10).label == "healthy"
+    converged = diagnose(decayed, num_classes=10)
+    assert converged.label == "healthy", converged.reason
+    # ...but it is no longer rising, so "train longer" is not the advice.
+    assert converged.evidence["still_rising"] == 0
+    assert converged.advice == CONVERGED_ADVICE
+    assert "converged" in converged.reason
+    assert off.evidence["still_rising"] == 1 and off.advice == ADVICE["healthy"]
 
 
 def test_steady_progress_beats_the_noise() -> None:
@@ -223,6 +230,7 @@ def test_steady_progress_beats_the_noise() -> None:
     curves = make(falling_loss(N, end=0.2), train_acc=[v + 0.03 for v in val], val_acc=val)
     d = diagnose(curves, num_classes=10)
     assert d.label == "healthy", d.reason
+    assert d.evidence["still_rising"] == 1 and d.advice == ADVICE["healthy"]
     # A 3-step rise of 0.12 dwarfs the noise: the metric-only diagnosis agrees.
     assert diagnose_values(val, "maximize").label == "healthy"
 
@@ -281,7 +289,7 @@ def any_curves(draw: st.DrawFn) -> Curves:
 def test_diagnose_never_crashes(curves: Curves, num_classes: int | None) -> None:
     d = diagnose(curves, num_classes=num_classes)
     assert d.label in LABELS
-    assert d.advice == ADVICE[d.label]
+    assert d.advice == ADVICE[d.label] or (d.label == "healthy" and d.advice == CONVERGED_ADVICE)
     data = json.loads(json.dumps(d.to_json(), allow_nan=False))
     assert Diagnosis.from_json(data).label == d.label
     if d.epoch is not None:

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -53,6 +54,14 @@ ADVICE = {
     "insufficient_data": "Record more epochs before judging this curve.",
 }
 """One sentence of advice per label."""
+
+CONVERGED_ADVICE = (
+    "Done: no fault, and the curve has stopped improving; to gain more, lengthen the "
+    "learning-rate schedule or try a bigger model."
+)
+"""The advice of a ``healthy`` trial whose curve is no longer rising (``still_rising`` 0 in
+its evidence): "train longer" would not help a run that converged at the end of its
+schedule."""
 
 
 @dataclass(frozen=True)
@@ -637,13 +646,7 @@ def _plateau(
         return None
     k = len(s) - th.window - 1
     total = _gain(s, 0, len(s), absolute)
-    recent = _best(s, k + 1, len(s), absolute) - _best(s, 0, k + 1, absolute)
-    noise = _noise(s, th)
-    if not absolute:
-        scale = abs(s.values[0])
-        recent, noise = (recent / scale, noise / scale) if scale else (0.0, 0.0)
-    noise = noise if math.isfinite(noise) else 0.0
-    flat = max(th.flat_gain, th.noise_z * noise)
+    recent, noise, flat = _recent_best_gain(s, absolute, th)
     if total < th.min_gain or recent >= flat or not _lr_constant(lr, s.epochs[k]):
         return None
     return _make(
@@ -664,6 +667,23 @@ def _plateau(
     )
 
 
+def _recent_best_gain(
+    s: _Series, absolute: bool, th: DiagnosisThresholds
+) -> tuple[float, float, float]:
+    """(gain, noise, flat): how far the last ``window`` evaluations moved the best past the best
+    before them, the curve's noise, and the gain under which that counts as flat (the larger
+    of ``flat_gain`` and ``noise_z`` times the noise). A loss's gain and noise are fractions of
+    its first value. Needs ``len(s) >= window + 2``."""
+    k = len(s) - th.window - 1
+    recent = _best(s, k + 1, len(s), absolute) - _best(s, 0, k + 1, absolute)
+    noise = _noise(s, th)
+    if not absolute:
+        scale = abs(s.values[0])
+        recent, noise = (recent / scale, noise / scale) if scale else (0.0, 0.0)
+    noise = noise if math.isfinite(noise) else 0.0
+    return recent, noise, max(th.flat_gain, th.noise_z * noise)
+
+
 def _best(s: _Series, lo: int, hi: int, absolute: bool) -> float:
     """Best value in ``s[lo:hi]`` as a gain: max accuracy, or minus the min loss."""
     return max(s.values[lo:hi]) if absolute else -min(s.values[lo:hi])
@@ -672,18 +692,30 @@ def _best(s: _Series, lo: int, hi: int, absolute: bool) -> float:
 def _healthy(
     train_acc: _Series | None, metric: _Series | None, loss: _Series, th: DiagnosisThresholds
 ) -> Diagnosis:
+    """No fault. Still rising when the last ``window`` evaluations moved the best by at least
+    the flat threshold :func:`_plateau` uses; otherwise converged, with
+    :data:`CONVERGED_ADVICE`."""
     s = metric if metric is not None else loss
     absolute = metric is not None
     k = max(0, len(s) - th.window - 1)
     recent = _gain(s, k, len(s), absolute)
     evidence: Evidence = {"recent_gain": recent, "window": th.window}
+    rising, new_best, flat = True, 0.0, 0.0
+    if len(s) >= th.window + 2:
+        new_best, _, flat = _recent_best_gain(s, absolute, th)
+        rising = new_best >= flat
+        evidence.update(recent_best_gain=new_best, flat_threshold=flat)
+    evidence["still_rising"] = int(rising)
     if train_acc is not None and metric is not None:
         evidence["gap_last"] = train_acc.values[-1] - metric.values[-1]
         evidence["val_acc_last"] = metric.values[-1]
-    return _make(
+    curve = "validation accuracy" if absolute else "the loss"
+    diagnosis = _make(
         "healthy",
-        f"no fault found; {'validation accuracy' if absolute else 'the loss'} gained "
-        f"{recent:.3g} over the last {th.window} evaluations",
+        f"no fault found; {curve} gained {recent:.3g} over the last {th.window} evaluations"
+        + ("" if rising else f"; its best moved {new_best:.3g}, under the flat threshold "
+           f"{flat:.3g}: converged"),
         s.epochs[-1] if len(s) else None,
         **evidence,
     )
+    return diagnosis if rising else dataclasses.replace(diagnosis, advice=CONVERGED_ADVICE)

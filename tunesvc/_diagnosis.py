@@ -309,19 +309,9 @@ def diagnose(
     # loss, and on the validation loss only when no train loss was recorded.
     climbing = [("train_loss", train_loss)] if len(train_loss) else [("val_loss", val_loss)]
     for name, s in climbing:
-        peak = _climb_peak(s, th)
-        if peak is not None:
-            return _make(
-                "diverged",
-                f"{name} climbed to {s.values[peak]:.4g}, "
-                f"{s.values[peak] / s.values[0]:.3g}x its start {s.values[0]:.4g}",
-                s.epochs[peak],
-                curve=name,
-                start=s.values[0],
-                peak=s.values[peak],
-                ratio=s.values[peak] / s.values[0],
-                diverge_ratio=th.diverge_ratio,
-            )
+        found = _climbed(s, th, curve=name, what=name)
+        if found is not None:
+            return found
 
     if len(loss) < th.min_points and len(val_acc) < th.min_points:
         return _make(
@@ -397,19 +387,9 @@ def diagnose_values(
             min_points=th.min_points,
         )
     if direction == "minimize":
-        peak = _climb_peak(s, th)
-        if peak is not None:
-            return _make(
-                "diverged",
-                f"the value climbed to {s.values[peak]:.4g}, "
-                f"{s.values[peak] / s.values[0]:.3g}x its start",
-                s.epochs[peak],
-                curve="value",
-                start=s.values[0],
-                peak=s.values[peak],
-                ratio=s.values[peak] / s.values[0],
-                diverge_ratio=th.diverge_ratio,
-            )
+        found = _climbed(s, th, curve="value", what="the value")
+        if found is not None:
+            return found
         found = _bad_init(s, th)
         if found is not None:
             return found
@@ -420,6 +400,25 @@ def diagnose_values(
         return found
     found = _plateau(s, s, {}, th)
     return found if found is not None else _healthy(None, s, s, th)
+
+
+def _climbed(s: _Series, th: DiagnosisThresholds, *, curve: str, what: str) -> Diagnosis | None:
+    """``diverged`` when the loss-like series ``s`` (named ``what`` in the reason) climbed
+    above ``diverge_ratio`` times its start."""
+    peak = _climb_peak(s, th)
+    if peak is None:
+        return None
+    start, top = s.values[0], s.values[peak]
+    return _make(
+        "diverged",
+        f"{what} climbed to {top:.4g}, {top / start:.3g}x its start {start:.4g}",
+        s.epochs[peak],
+        curve=curve,
+        start=start,
+        peak=top,
+        ratio=top / start,
+        diverge_ratio=th.diverge_ratio,
+    )
 
 
 def _climb_peak(s: _Series, th: DiagnosisThresholds) -> int | None:

@@ -120,7 +120,8 @@ def test_show_lists_running_trials_with_worker_and_heartbeat(pg_url: str, tmp_pa
     assert running.number == 0 and running.params == {"x": 0, "y": 0}
     assert (running.host, running.pid, running.device) == (socket.gethostname(), proc.pid, "cpu")
     assert running.epoch >= 3
-    assert running.heartbeat_age_s is not None and 0 <= running.heartbeat_age_s < 3
+    # It beats every second: an age far under a minute says it beats (bounded generously).
+    assert running.heartbeat_age_s is not None and 0 <= running.heartbeat_age_s < 30
     assert json.loads(json.dumps(detail.to_json()))["workers"][0]["pid"] == proc.pid
     assert proc.returncode == 130
 

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tunesvc._errors import ObjectiveError, TunesvcError
+from tunesvc._pruner import LearningCurvePruner
 from tunesvc.curves import Curves, EpochRecord, diagnose, diagnose_values
 from tunesvc.storage import attrs
 from tunesvc.worker._context import TrialContext
@@ -34,8 +35,6 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
     and re-raises, so no trial is left RUNNING. A trial that another worker failed meanwhile
     (its heartbeats did not arrive) is left to its retry: outcome ``lost``, nothing written.
     """
-    from tunesvc._pruner import LearningCurvePruner
-
     queued = ctx.retry(lambda: ctx.storage.get_trial(trial_id))
     slot = attrs.SLOT.get(queued)
     slot = queued.number if slot is None else slot
@@ -98,7 +97,6 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
 
 def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str, float | None]:
     # torch loads here, on the first structured trial: the CLI and plain studies stay fast.
-    from tunesvc._pruner import LearningCurvePruner
     from tunesvc.training import fit
 
     assert ctx.objective.build is not None

@@ -26,6 +26,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc._errors import ObjectiveError
+from tunesvc._pruner import LearningCurvePruner
 from tunesvc.curves import Curves
 from tunesvc.spec import ChoiceParam, Direction, ParamSpec, RangeParam
 from tunesvc.spec._spec import check_agreement
@@ -43,8 +44,6 @@ class SpecTrial(_Trial):
     decisions (see the module docstring)."""
 
     def __init__(self, study: optuna.Study, trial_id: int, ctx: TrialContext) -> None:
-        from tunesvc._pruner import LearningCurvePruner
-
         super().__init__(study, trial_id)
         self._ctx = ctx
         self._tid = trial_id
@@ -188,8 +187,6 @@ class SpecTrial(_Trial):
         )
 
     def should_prune(self) -> bool:
-        from tunesvc._pruner import LearningCurvePruner
-
         pruner = self.study.pruner
         if not isinstance(pruner, LearningCurvePruner):
             return bool(self._ctx.retry(lambda: _Trial.should_prune(self)))

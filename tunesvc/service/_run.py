@@ -13,8 +13,16 @@ from tunesvc._errors import SpecError
 from tunesvc.presentation import DashboardNotes
 from tunesvc.service._results import RunSummary, trial_info
 from tunesvc.service._studies import load_study, opened
+from tunesvc.spec._spec import check_device
 from tunesvc.storage import artifacts_dir, attrs
-from tunesvc.worker import TrialResult, WorkerEvent, WorkerOptions, heartbeat_setting, run_pool
+from tunesvc.worker import (
+    TrialResult,
+    WorkerEvent,
+    WorkerOptions,
+    heartbeat_setting,
+    run_pool,
+    visible_gpus,
+)
 from tunesvc.worker import work as work_on
 
 
@@ -45,6 +53,11 @@ def run_study(
         raise SpecError(f"--timeout: expected seconds > 0, got {timeout}")
     if workers < 1:
         raise SpecError(f"--workers: expected an integer >= 1, got {workers}")
+    if device is not None:
+        check_device(device, "--device")
+    with opened(url) as storage:
+        spec = attrs.study_spec(load_study(storage, name, url), name)
+    _require_device(device or spec.device, "--device" if device else "device (in the spec)")
     interval, max_retries = heartbeat_setting()
     options = WorkerOptions(
         device=device, n_trials=n_trials, timeout=timeout, heartbeat_s=heartbeat_s or interval,
@@ -64,6 +77,18 @@ def run_study(
     if idle and not summary.remaining:
         summary = replace(summary, already_finished=True)
     return summary
+
+
+def _require_device(device: str, where: str) -> None:
+    """A :class:`SpecError` before any trial is claimed when this machine lacks ``device``:
+    ``cuda`` or ``cuda:N`` without that GPU would fail every trial it claimed."""
+    if not device.startswith("cuda"):
+        return
+    gpus = visible_gpus()
+    index = device.partition(":")[2]
+    if gpus == 0 or (index and int(index) >= gpus):
+        raise SpecError(f"{where}: {device!r} is not on this machine, which has {gpus} CUDA "
+                        "GPU(s); run the study where one is, or pass --device cpu (or auto)")
 
 
 def _run_summary(study: optuna.Study, results: list[TrialResult]) -> RunSummary:

@@ -24,6 +24,7 @@ from tunesvc.worker import (
     visible_gpus,
 )
 from tunesvc.worker import work as work_on
+from tunesvc.worker._runner import study_deleted
 
 
 def run_study(
@@ -68,12 +69,11 @@ def run_study(
         results = run_pool(name, url, options, on_event=on_event, on_result=on_result)
         idle = not results
     else:
-        with opened(url) as storage:
+        with opened(url) as storage, study_deleted(storage, name):
             run = work_on(storage, name, url, options, on_event=on_event, on_result=on_result)
         results, idle = run.results, run.idle
-    with opened(url) as storage:
-        study = load_study(storage, name, url)
-        summary = _run_summary(study, results)
+    with opened(url) as storage, study_deleted(storage, name):
+        summary = _run_summary(load_study(storage, name, url), results)
     if idle and not summary.remaining:
         summary = replace(summary, already_finished=True)
     return summary

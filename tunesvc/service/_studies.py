@@ -10,6 +10,7 @@ import math
 import random
 import shlex
 import shutil
+import time
 import uuid
 import warnings
 from collections import Counter
@@ -285,22 +286,61 @@ def list_trials(name: str, url: str) -> list[TrialInfo]:
 def delete_study(name: str, url: str, *, force: bool = False) -> None:
     """Delete study ``name``, its trials and its artifacts (checkpoints).
 
-    A study whose trials run on workers that still beat is refused with a :class:`StudyBusy`
-    naming them, unless ``force``: those workers then stop at their next write to the study,
-    with one line (see :class:`~tunesvc.worker.StudyGone`)."""
+    A study whose trials run on workers that still beat (a heartbeat within two intervals of
+    ``$TUNESVC_HEARTBEAT_S``) is refused with a :class:`StudyBusyError` naming them, unless
+    ``force``: those workers then stop at their next write to the study, with one line (a
+    :class:`StudyNotFoundError` from :func:`tunesvc.worker._runner.run_trial`)."""
     with opened(url) as storage:
         study = load_study(storage, name, url)
         study_id = storage.get_study_id_from_name(name)
         if not force:
-            _refuse_if_running(storage, study, study_id, url)
+            _refuse_if_running(storage, study, study_id)
         folder = study_folder(artifacts_dir(url), study, study_id)
-        optuna.delete_study(study_name=name, storage=storage)
+        for _attempt in range(DELETE_ATTEMPTS):
+            if force:
+                _end_unfinished(storage, study, study_id)
+            try:
+                optuna.delete_study(study_name=name, storage=storage)
+            except KeyError:
+                break  # deleted meanwhile
+            if not _exists_id(storage, name, study_id):
+                break
+            time.sleep(0.2)
+        else:
+            raise TunesvcError(f"could not delete study {name!r}: its workers kept writing to "
+                               "it; stop them (Ctrl-C) and delete it again")
     if folder.parent.name == CHECKPOINTS_DIR:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+DELETE_ATTEMPTS = 10
+"""Optuna's delete_study gives up without a word when a worker writes a row of the study
+meanwhile (PostgreSQL and MySQL check the foreign key; SQLite does not): it is tried again."""
+
+
+def _exists_id(storage: optuna.storages.RDBStorage, name: str, study_id: int) -> bool:
+    try:
+        return storage.get_study_id_from_name(name) == study_id
+    except KeyError:
+        return False
+
+
+def _end_unfinished(
+    storage: optuna.storages.RDBStorage, study: optuna.Study, study_id: int
+) -> None:
+    """FAIL every queued and running trial of a study about to be deleted, so that its workers
+    write nothing more to it (Optuna refuses writes to a finished trial) and claim nothing."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,
+                                                          TrialState.RUNNING)):
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except (KeyError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # finished or gone meanwhile
+
+
 def _refuse_if_running(
-    storage: optuna.storages.RDBStorage, study: optuna.Study, study_id: int, url: str
+    storage: optuna.storages.RDBStorage, study: optuna.Study, study_id: int
 ) -> None:
     interval, _retries = heartbeat_setting()
     running = {tid: number for tid, (number, age) in running_heartbeats(storage, study_id).items()

@@ -33,6 +33,7 @@ from tunesvc._errors import SpecError, TunesvcError
 from tunesvc.storage import open_storage
 from tunesvc.worker._events import Budget, TrialResult, WorkerEvent
 from tunesvc.worker._loop import WorkerOptions, work
+from tunesvc.worker._runner import study_deleted
 
 STOP_GRACE_S = 8.0
 """Seconds the parent waits for stopping workers before killing them."""
@@ -91,7 +92,8 @@ def _worker_main(
     # the others need.
     try:
         storage = open_storage(url)
-        work(storage, name, url, options, on_event=_sender(events), budget=budget)
+        with study_deleted(storage, name):
+            work(storage, name, url, options, on_event=_sender(events), budget=budget)
     except TunesvcError as e:
         _send(events, WorkerFailed(options.index, type(e).__name__, str(e), e.exit_code))
         sys.exit(e.exit_code)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import optuna
 from optuna.trial import TrialState
@@ -44,21 +46,40 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
     try:
         return _run_claimed(ctx, trial_id)
     except KeyError:  # Optuna's "Record does not exist.": the trial's study may be gone
-        gone = _study_gone(ctx, trial_id)
+        gone = _study_gone(ctx)
         if gone is None:
             raise
         raise gone from None
 
 
-def _study_gone(ctx: TrialContext, trial_id: int) -> StudyNotFoundError | None:
+@contextmanager
+def study_deleted(storage: optuna.storages.RDBStorage, name: str) -> Iterator[None]:
+    """Around a worker's run of study ``name``: Optuna's ``KeyError`` ("Record does not
+    exist."), met when the study was deleted meanwhile (``study delete --force``), becomes one
+    :class:`StudyNotFoundError` line."""
+    try:
+        yield
+    except (KeyError, StudyNotFoundError):
+        try:
+            storage.get_study_id_from_name(name)
+        except KeyError:
+            raise _deleted(name) from None
+        raise
+
+
+def _deleted(name: str) -> StudyNotFoundError:
+    return StudyNotFoundError(f"study {name!r} was deleted while worker pid {os.getpid()} ran "
+                              "it; the worker stopped")
+
+
+def _study_gone(ctx: TrialContext) -> StudyNotFoundError | None:
     name = ctx.study.study_name
     try:
         if ctx.storage.get_study_id_from_name(name) == ctx.study_id:
             return None
     except KeyError:
         pass
-    return StudyNotFoundError(f"study {name!r} was deleted while this worker (pid "
-                              f"{os.getpid()}) ran its trial id {trial_id}; the worker stopped")
+    return _deleted(name)
 
 
 def _run_claimed(ctx: TrialContext, trial_id: int) -> TrialResult:
@@ -203,6 +224,9 @@ def _record_diagnosis(trial: SpecTrial, ctx: TrialContext) -> None:
 def _lost(ctx: TrialContext, trial: SpecTrial) -> TrialResult:
     if ctx._writer is not None:
         ctx._writer.drain()  # this trial's remaining writes met the same finished trial
+    gone = _study_gone(ctx)  # `study delete --force` fails the trial, then deletes the study
+    if gone is not None:
+        raise gone
     return TrialResult(trial.number, TrialState.FAIL, "lost", None,
                        "another worker failed this trial (no heartbeat); its retry runs it",
                        dict(trial.params))

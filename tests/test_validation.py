@@ -328,3 +328,41 @@ def test_the_study_names_its_metric_for_optuna_dashboard(storage_url: str) -> No
     assert optuna.load_study(study_name="m", storage=storage_url).metric_names == ["val_acc"]
     # A plain objective that names no metric: its value is just that.
     assert optuna.load_study(study_name="p", storage=storage_url).metric_names == ["value"]
+
+
+# --- the CLI's own edges ("smaller") ---------------------------------------------------------
+
+
+def test_help_version_and_metavars() -> None:
+    code, out, _ = cli("-h")
+    assert code == 0 and "Usage: " in out and "study" in out
+    code, out, _ = cli("--version")
+    assert code == 0 and out.startswith("tunesvc ")
+    for args in (["study", "create", "-h"], ["study", "run", "-h"], ["study", "refine", "-h"],
+                 ["check", "-h"], ["recipe", "-h"], ["study", "trials", "-h"]):
+        code, out, _ = cli(*args)
+        assert code == 0 and "<list[str]>" not in out and "{name}" not in out, out
+    out = cli("study", "create", "-h")[1]
+    for shown in ("--spec FILE", "--objective REF", "--n-trials N", "--epochs E",
+                  "--param NAME=VALUE", "[,step=S]", "--direction D", "--pruner P",
+                  "--from-check"):
+        assert shown in out, shown
+    out = cli("recipe", "-h")[1]
+    assert "--budget LEVEL[,KEY=N]" in out and "tiny: 4 coarse trials x 3 epochs" in out
+
+
+def test_suggested_commands_quote_the_name(sqlite_url: str) -> None:
+    code, out, _ = cli("study", "create", "my study", "--objective", f"{PLAIN}:quadratic",
+                       "--n-trials", "1", "--storage", sqlite_url)
+    assert code == 0 and "run it with: tunesvc study run 'my study'" in out
+
+
+@pytest.mark.parametrize(("name", "file"), [
+    ("demo", "demo.html"),
+    ("../etc/x y", "_.._etc_x_y.html"),
+    ("/abs", "_abs.html"),
+    (".hidden", "_.hidden.html"),
+    ("é", "_.html"),
+])
+def test_report_file_names_stay_in_their_folder(name: str, file: str) -> None:
+    assert service.report_filename(name) == file

@@ -154,6 +154,7 @@ def study_refine(
 ) -> None:
     """A new study linked to NAME, its ranges narrowed around NAME's top trials (widened where
     the best sit at an edge), with more epochs and the same sampler."""
+    quiet_optuna()
     result = service.refine_study(name, into, resolve_url(storage), top=top, epochs=epochs,
                                   sampler=sampler, n_trials=n_trials)
     if as_json:

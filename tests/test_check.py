@@ -10,13 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from tunesvc import SpecError
-from tunesvc._check import (
+from tunesvc.cli._app import app
+from tunesvc.training._checks import (
     check_lr_range,
     lr_suggestion,
     parse_fixed_params,
     run_checks,
 )
-from tunesvc._cli import app
 
 FIXTURES = "tests/objectives_fixtures"
 BAD_INIT = f"{FIXTURES}/check_bad_init.py"

@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tunesvc import TunesvcError
-from tunesvc._cli import app
-from tunesvc._dashboard import make_dashboard
+from tunesvc.cli._app import app
+from tunesvc.presentation._dashboard import make_dashboard
 
 REPO = Path(__file__).resolve().parent.parent
 TUNESVC = str(Path(sys.executable).with_name("tunesvc"))

@@ -19,8 +19,8 @@ import optuna
 import pytest
 import sqlalchemy
 
-from tunesvc import _service as service
-from tunesvc._spec import parse_spec_dict
+from tunesvc.service import _studies as service
+from tunesvc.spec._spec import parse_spec_dict
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW = f"{REPO / 'tests' / 'objectives_fixtures' / 'slow.py'}:objective"
@@ -188,7 +188,7 @@ def test_two_workers_share_one_sqlite_file(sqlite_url: str, tmp_path: Path) -> N
 def test_retried_trial_resumes_from_checkpoint(sqlite_url: str, tmp_path: Path) -> None:
     """A structured trial killed mid-training is run again by a second worker, which resumes
     from the slot's checkpoint instead of training from scratch."""
-    from tunesvc._checkpoint import load_checkpoint
+    from tunesvc.training._checkpoint import load_checkpoint
 
     spec = parse_spec_dict({"objective": "digits_mlp", "sampler": "grid", "pruner": "none",
                             "epochs": 30, "params": {"hidden": {"values": [32]}}})

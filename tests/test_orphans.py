@@ -10,10 +10,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tunesvc import _heartbeat
-from tunesvc import _service as service
-from tunesvc._heartbeat import RETRY_OF_ATTR, SLOT_ATTR, is_duplicate_retry, requeue
-from tunesvc._spec import parse_spec_dict
+from tunesvc.service import _studies as service
+from tunesvc.spec._spec import parse_spec_dict
+from tunesvc.worker import _heartbeat as _heartbeat
+from tunesvc.worker._heartbeat import RETRY_OF_ATTR, SLOT_ATTR, is_duplicate_retry, requeue
 
 SLOW = f"{Path(__file__).parent / 'objectives_fixtures' / 'slow.py'}:objective"
 

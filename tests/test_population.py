@@ -26,10 +26,9 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from tunesvc._checkpoint import load_checkpoint
-from tunesvc._curves import Curves, EpochRecord
 from tunesvc._errors import TrainingError
-from tunesvc._training import FitResult, TrainingSetup, fit
+from tunesvc.curves._curves import Curves, EpochRecord
+from tunesvc.training._checkpoint import load_checkpoint
 from tunesvc.training._dropout import (
     DropoutSwap,
     SeededDropout,
@@ -41,6 +40,7 @@ from tunesvc.training._dropout import (
     seeded_dropout,
     step_keys,
 )
+from tunesvc.training._fit import FitResult, TrainingSetup, fit
 from tunesvc.training._population import (
     MemberEnd,
     Population,

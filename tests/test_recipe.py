@@ -10,11 +10,11 @@ from optuna_dashboard import get_note
 from typer.testing import CliRunner
 
 from tunesvc import SpecError, StudyExistsError, TunesvcError
-from tunesvc import _service as service
-from tunesvc._cli import app
-from tunesvc._recipe import BUDGETS, Budget, parse_budget, run_recipe
-from tunesvc._report import write_report
-from tunesvc._spec import parse_spec_dict
+from tunesvc.cli._app import app
+from tunesvc.presentation._report import write_report
+from tunesvc.service import _studies as service
+from tunesvc.service._recipe import BUDGETS, Budget, parse_budget, run_recipe
+from tunesvc.spec._spec import parse_spec_dict
 
 BAD_INIT = "tests/objectives_fixtures/check_bad_init.py"
 TEST_BUDGET = "tiny,coarse_trials=4,refine_trials=2"

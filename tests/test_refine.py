@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tunesvc import StudyExistsError, StudyNotFoundError, TunesvcError
-from tunesvc import _service as service
-from tunesvc._cli import app
-from tunesvc._refine import refine_params, refine_study
-from tunesvc._spec import ChoiceParam, RangeParam, parse_param, parse_spec_dict
+from tunesvc.cli._app import app
+from tunesvc.service import _studies as service
+from tunesvc.service._refine import refine_params, refine_study
+from tunesvc.spec._spec import ChoiceParam, RangeParam, parse_param, parse_spec_dict
 
 LOG_LR = "tests/objectives_fixtures/plain.py:log_lr"  # value -|log10(lr) + 2|, best at 0.01
 runner = CliRunner()
@@ -205,7 +205,7 @@ def test_cli_refine_one_line_errors_and_json(sqlite_url: str) -> None:
 
 def test_a_subnormal_bound_is_kept_as_is() -> None:
     """Hypothesis found it: rounding 5e-324 to 3 digits divided by an underflowed unit."""
-    from tunesvc._refine import _sig
+    from tunesvc.service._refine import _sig
 
     assert _sig(5e-324, up=True) == 5e-324 and _sig(5e-324, up=False) == 5e-324
     assert _sig(1.234567e-300, up=True) == 1.24e-300

@@ -12,8 +12,8 @@ from tunesvc import (
     StudyExistsError,
     StudyNotFoundError,
 )
-from tunesvc import _service as service
-from tunesvc._spec import parse_spec, parse_spec_dict
+from tunesvc.service import _studies as service
+from tunesvc.spec._spec import parse_spec, parse_spec_dict
 
 PLAIN = "tests/objectives_fixtures/plain.py"
 

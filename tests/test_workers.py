@@ -24,12 +24,12 @@ import sqlalchemy
 from optuna.trial import TrialState
 from typer.testing import CliRunner, Result
 
-from tunesvc import _service as service
-from tunesvc._cli import app
-from tunesvc._runner import TrialResult, WorkerEvent
-from tunesvc._spec import parse_spec_dict
-from tunesvc._storage import upgrade_storage
-from tunesvc._workers import ProgressDisplay, worker_devices
+from tunesvc.cli._app import app
+from tunesvc.service import _studies as service
+from tunesvc.spec._spec import parse_spec_dict
+from tunesvc.storage._database import upgrade_storage
+from tunesvc.worker._pool import ProgressDisplay, worker_devices
+from tunesvc.worker._runner import TrialResult, WorkerEvent
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW = f"{REPO / 'tests' / 'objectives_fixtures' / 'slow.py'}:objective"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tunesvc._curves import CURVES_ATTR, DIAGNOSIS_ATTR, Curves, EpochRecord, curves_of
 from tunesvc._errors import (
     ObjectiveError,
     SpecError,
@@ -19,12 +18,13 @@ from tunesvc._errors import (
     TrainingError,
     TunesvcError,
 )
-from tunesvc._spec import StudySpec, grid_cells, grid_points, parse_spec
+from tunesvc.curves._curves import CURVES_ATTR, DIAGNOSIS_ATTR, Curves, EpochRecord, curves_of
+from tunesvc.spec._spec import StudySpec, grid_cells, grid_points, parse_spec
 
 if TYPE_CHECKING:
-    from tunesvc._diagnosis import Diagnosis, DiagnosisThresholds, diagnose, diagnose_values
     from tunesvc._pruner import Decision, LearningCurvePruner, make_pruner
-    from tunesvc._training import (
+    from tunesvc.curves._diagnosis import Diagnosis, DiagnosisThresholds, diagnose, diagnose_values
+    from tunesvc.training._fit import (
         FitResult,
         TrainingSetup,
         fit,
@@ -35,15 +35,15 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "TrainingSetup": "tunesvc._training",
-    "FitResult": "tunesvc._training",
-    "fit": "tunesvc._training",
-    "resolve_device": "tunesvc._training",
-    "scheduled_lr": "tunesvc._training",
-    "Diagnosis": "tunesvc._diagnosis",
-    "DiagnosisThresholds": "tunesvc._diagnosis",
-    "diagnose": "tunesvc._diagnosis",
-    "diagnose_values": "tunesvc._diagnosis",
+    "TrainingSetup": "tunesvc.training._fit",
+    "FitResult": "tunesvc.training._fit",
+    "fit": "tunesvc.training._fit",
+    "resolve_device": "tunesvc.training._fit",
+    "scheduled_lr": "tunesvc.training._fit",
+    "Diagnosis": "tunesvc.curves._diagnosis",
+    "DiagnosisThresholds": "tunesvc.curves._diagnosis",
+    "diagnose": "tunesvc.curves._diagnosis",
+    "diagnose_values": "tunesvc.curves._diagnosis",
     "Decision": "tunesvc._pruner",
     "LearningCurvePruner": "tunesvc._pruner",
     "make_pruner": "tunesvc._pruner",

@@ -47,8 +47,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tunesvc._curves import EpochRecord  # noqa: E402
-from tunesvc._training import TrainingSetup, fit, resolve_device  # noqa: E402
+from tunesvc.curves._curves import EpochRecord  # noqa: E402
+from tunesvc.training._fit import TrainingSetup, fit, resolve_device  # noqa: E402
 from tunesvc.training._population import Population  # noqa: E402
 
 TARGET = ("digits_mlp", 64, 2.0)  # objective, K, at least this many times fit's rate

@@ -46,10 +46,19 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.utils.data import TensorDataset
 
-from tunesvc._checkpoint import load_checkpoint, save_checkpoint
-from tunesvc._curves import Curves, EpochRecord
 from tunesvc._errors import TrainingError
-from tunesvc._training import (
+from tunesvc.curves._curves import Curves, EpochRecord
+from tunesvc.training._checkpoint import load_checkpoint, save_checkpoint
+from tunesvc.training._dropout import (
+    SeededDropout,
+    element_words,
+    rate_scale,
+    rate_threshold,
+    seed_words,
+    seeded_dropout,
+    step_keys,
+)
+from tunesvc.training._fit import (
     FitResult,
     OnEpoch,
     TrainingSetup,
@@ -59,15 +68,6 @@ from tunesvc._training import (
     fit_result,
     resolve_device,
     scheduled_lr,
-)
-from tunesvc.training._dropout import (
-    SeededDropout,
-    element_words,
-    rate_scale,
-    rate_threshold,
-    seed_words,
-    seeded_dropout,
-    step_keys,
 )
 
 K = TypeVar("K", bound=Hashable)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tunesvc._errors import SpecError, StudyExistsError, TunesvcError
-from tunesvc._spec import (
+from tunesvc.spec._spec import (
     ChoiceParam,
     Direction,
     ParamSpec,
@@ -32,7 +32,7 @@ from tunesvc._spec import (
     RangeParam,
     parse_spec_dict,
 )
-from tunesvc._storage import open_storage, storage_errors
+from tunesvc.storage._database import open_storage, storage_errors
 
 EDGE_FRACTION = 0.1
 """The best trial is "at the edge" when it lies within this fraction of the range's width of
@@ -225,7 +225,7 @@ def refine_study(
     Ranges narrow around those trials (widen where the best sits at an edge); epochs default to
     twice the parent's; the sampler, seed, pruner and budget are the parent's unless given.
     """
-    from tunesvc import _service as service
+    from tunesvc.service import _studies as service
 
     if top < 1:
         raise SpecError(f"--top: expected an integer >= 1, got {top}")

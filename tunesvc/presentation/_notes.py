@@ -28,7 +28,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from tunesvc._curves import DIAGNOSIS_ATTR, OUTCOME_ATTR, Curves, curves_of
+from tunesvc.curves._curves import DIAGNOSIS_ATTR, OUTCOME_ATTR, Curves, curves_of
 
 CURVES_ARTIFACT = "learning-curves.svg"
 LR_WD_FIGURE_ID = "tunesvc-lr-vs-weight-decay"
@@ -332,7 +332,7 @@ def record_study_note(study: optuna.Study) -> None:
 def _metric(attrs: dict[str, Any]) -> str:
     """The objective's metric name (val_acc, ...) for axis titles; "value" if unknown."""
     from tunesvc._errors import TunesvcError
-    from tunesvc._objectives import resolve_objective
+    from tunesvc.spec._objective import resolve_objective
 
     spec = attrs.get(SPEC_ATTR)
     if not isinstance(spec, dict) or not isinstance(spec.get("objective"), str):

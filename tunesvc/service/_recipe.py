@@ -1,7 +1,7 @@
 """``tunesvc recipe``: the whole tuning recipe in one call.
 
-1. **check**: initial loss, overfit a few minibatches, LR range test (:mod:`tunesvc._check`);
-   the first failed check stops the recipe with its advice.
+1. **check**: initial loss, overfit a few minibatches, LR range test
+   (:mod:`tunesvc.training._checks`); the first failed check stops the recipe with its advice.
 2. **coarse**: a random search over the objective's space, with the LR range the test
    suggested, for few epochs.
 3. **refine**: a child study narrowed around the coarse study's top trials, more epochs.
@@ -18,14 +18,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from tunesvc import _service as service
-from tunesvc._check import CheckReport, run_checks
 from tunesvc._errors import SpecError, StudyExistsError, TunesvcError
-from tunesvc._objectives import resolve_objective
-from tunesvc._refine import PARENT_ATTR, STAGE_ATTR, refine_study
-from tunesvc._runner import TrialResult
-from tunesvc._spec import ChoiceParam, ParamSpec, parse_spec_dict
-from tunesvc._storage import open_storage, storage_errors
+from tunesvc.service import _studies as service
+from tunesvc.service._refine import PARENT_ATTR, STAGE_ATTR, refine_study
+from tunesvc.spec._objective import resolve_objective
+from tunesvc.spec._spec import ChoiceParam, ParamSpec, parse_spec_dict
+from tunesvc.storage._database import open_storage, storage_errors
+from tunesvc.training._checks import CheckReport, run_checks
+from tunesvc.worker._runner import TrialResult
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from tunesvc._errors import ObjectiveError
-from tunesvc._spec import ParamSpec, parse_params
+from tunesvc.spec._spec import ParamSpec, parse_params
 
 BUILTIN_PACKAGE = "objectives"
 

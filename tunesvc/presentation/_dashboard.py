@@ -16,7 +16,7 @@ import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 
 from tunesvc._errors import StorageError, TunesvcError
-from tunesvc._storage import artifacts_dir, open_storage, redact, storage_errors
+from tunesvc.storage._database import artifacts_dir, open_storage, redact, storage_errors
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080

@@ -8,7 +8,7 @@
    the loss falls fastest, and a log-uniform range around it for a coarse study.
 
 Each check returns a :class:`CheckResult` with a verdict (``pass``, ``fail``, ``skipped``) and the
-numbers it looked at. The checks read only a :class:`~tunesvc._training.TrainingSetup`, so any
+numbers it looked at. The checks read only a :class:`~tunesvc.training._fit.TrainingSetup`, so any
 structured objective can be checked; a plain ``objective(trial)`` cannot, and says so.
 
 Example::
@@ -31,9 +31,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from tunesvc._errors import ObjectiveError, SpecError, TrainingError
-from tunesvc._objectives import Objective, resolve_objective
-from tunesvc._spec import RangeParam, StudySpec
-from tunesvc._training import TrainingSetup, loss_function, resolve_device
+from tunesvc.spec._objective import Objective, resolve_objective
+from tunesvc.spec._spec import RangeParam, StudySpec
+from tunesvc.training._fit import TrainingSetup, loss_function, resolve_device
 
 Verdict = Literal["pass", "fail", "skipped"]
 Numbers = dict[str, float | int | str | None]

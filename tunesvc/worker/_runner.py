@@ -5,7 +5,7 @@ params (the grid's cells, or the seeded random draws). A worker claims one with 
 WAITING -> RUNNING transition in the database, so two workers never run the same cell and the
 study-wide budget is exact however many workers join.
 
-While it runs a trial, a worker beats for it (see :mod:`tunesvc._heartbeat`); a trial whose
+While it runs a trial, a worker beats for it (see :mod:`tunesvc.worker._heartbeat`); a trial whose
 worker dies is failed by another worker and queued again on the same slot. Database calls made
 here are retried while the database is away. A stop request (SIGINT, SIGTERM) interrupts the
 objective only; the interrupted trial is marked FAIL and queued again, so none stays RUNNING.
@@ -33,9 +33,12 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from tunesvc._curves import CURVES_ATTR, DIAGNOSIS_ATTR, OUTCOME_ATTR, Curves, EpochRecord
 from tunesvc._errors import ObjectiveError, TunesvcError
-from tunesvc._heartbeat import (
+from tunesvc._pruner import NUM_CLASSES_ATTR
+from tunesvc.curves._curves import CURVES_ATTR, DIAGNOSIS_ATTR, OUTCOME_ATTR, Curves, EpochRecord
+from tunesvc.spec._objective import Objective
+from tunesvc.spec._spec import ChoiceParam, Direction, ParamSpec, RangeParam, StudySpec
+from tunesvc.worker._heartbeat import (
     HEARTBEAT_INTERVAL_S,
     RETRY_OF_ATTR,
     SLOT_ATTR,
@@ -50,10 +53,7 @@ from tunesvc._heartbeat import (
     requeue_orphans,
     retry_db,
 )
-from tunesvc._objectives import Objective
-from tunesvc._pruner import NUM_CLASSES_ATTR
-from tunesvc._spec import ChoiceParam, Direction, ParamSpec, RangeParam, StudySpec
-from tunesvc._writer import TrialWriter
+from tunesvc.worker._writer import TrialWriter
 
 ERROR_ATTR = "error"
 REASON_ATTR = "reason"
@@ -280,9 +280,10 @@ class SpecTrial(_Trial):
     A plain ``objective(trial)`` receives one of these and runs unmodified.
 
     With tunesvc's pruner (or none), reports and curves are written by the worker's background
-    writer (:mod:`tunesvc._writer`): the pruner reads this trial from the object itself, so the
-    training loop never waits on the database between epochs. Optuna's own pruners read the
-    trial through Optuna's ``Trial``, so with them every report is written before it returns.
+    writer (:mod:`tunesvc.worker._writer`): the pruner reads this trial from the object
+    itself, so the training loop never waits on the database between epochs. Optuna's own
+    pruners read the trial through Optuna's ``Trial``, so with them every report is written
+    before it returns.
     """
 
     def __init__(self, study: optuna.Study, trial_id: int, ctx: TrialContext) -> None:
@@ -456,7 +457,7 @@ def checkpoint_path(ctx: TrialContext, slot: int) -> Path:
 
 
 def _record_diagnosis(trial: SpecTrial, ctx: TrialContext) -> None:
-    from tunesvc._diagnosis import diagnose, diagnose_values
+    from tunesvc.curves._diagnosis import diagnose, diagnose_values
 
     if trial.decision is not None:
         return  # the pruner's decision already carries the diagnosis
@@ -470,7 +471,7 @@ def _record_diagnosis(trial: SpecTrial, ctx: TrialContext) -> None:
 
 def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str, float | None]:
     from tunesvc._pruner import LearningCurvePruner
-    from tunesvc._training import fit
+    from tunesvc.training._fit import fit
 
     assert ctx.objective.build is not None
     params = {name: _suggest(trial, name, p) for name, p in ctx.spec.params.items()}
@@ -589,7 +590,7 @@ def write_notes(ctx: TrialContext, trial: SpecTrial | None, trial_id: int | None
     """Dashboard notes as trials finish: the trial's note and curves figure every time, the
     study's note and figures at most every ``STUDY_NOTE_EVERY_S`` (they read every trial).
     A note is for people: failing to write one warns and never fails the trial."""
-    from tunesvc._notes import record_study_note, record_trial_notes
+    from tunesvc.presentation._notes import record_study_note, record_trial_notes
 
     try:
         if trial is not None and trial_id is not None:

@@ -20,7 +20,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tunesvc._curves import DIAGNOSIS_ATTR, OUTCOME_ATTR
 from tunesvc._errors import (
     ObjectiveError,
     SpecError,
@@ -28,7 +27,18 @@ from tunesvc._errors import (
     StudyNotFoundError,
     TunesvcError,
 )
-from tunesvc._heartbeat import (
+from tunesvc.curves._curves import DIAGNOSIS_ATTR, OUTCOME_ATTR
+from tunesvc.spec._objective import Objective, resolve_objective
+from tunesvc.spec._spec import (
+    Direction,
+    ParamValue,
+    StudySpec,
+    grid_cells,
+    parse_spec_dict,
+    sample_random,
+)
+from tunesvc.storage._database import artifacts_dir, open_storage, redact, storage_errors
+from tunesvc.worker._heartbeat import (
     HEARTBEAT_INTERVAL_S,
     MAX_LOST_RETRIES,
     WORKER_ATTR,
@@ -36,8 +46,7 @@ from tunesvc._heartbeat import (
     RetryLostTrial,
     heartbeat_ages,
 )
-from tunesvc._objectives import Objective, resolve_objective
-from tunesvc._runner import (
+from tunesvc.worker._runner import (
     ERROR_ATTR,
     SLOT_ATTR,
     Budget,
@@ -47,15 +56,6 @@ from tunesvc._runner import (
     others_running,
     run_loop,
 )
-from tunesvc._spec import (
-    Direction,
-    ParamValue,
-    StudySpec,
-    grid_cells,
-    parse_spec_dict,
-    sample_random,
-)
-from tunesvc._storage import artifacts_dir, open_storage, redact, storage_errors
 
 SPEC_ATTR = "spec"
 """Study user attribute holding the validated spec, so any machine can run the study by name."""
@@ -404,14 +404,14 @@ def run_study(
         with storage_errors(url):
             ctx = build_context(study, storage, url, device, heartbeat_s=interval)
             if pool is not None:
-                from tunesvc._workers import visible_gpus, worker_devices
+                from tunesvc.worker._pool import visible_gpus, worker_devices
 
                 gpus = visible_gpus() if ctx.device in ("auto", "cuda") else 0
                 ctx.device = worker_devices(ctx.device, pool[1], gpus)[pool[0]]
             waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
             if not waiting and not others_running(ctx):
                 return _run_summary(study, ctx.spec, [], already_finished=True)
-            from tunesvc._workers import graceful_stop
+            from tunesvc.worker._pool import graceful_stop
 
             ctx.worker, ctx.on_event = 0 if pool is None else pool[0], on_event
             with graceful_stop(ctx.stop):
@@ -427,7 +427,7 @@ def _run_pool(
     device: str | None, heartbeat_s: int, on_event: Callable[[WorkerEvent], None] | None,
     on_result: Callable[[TrialResult], None] | None,
 ) -> RunSummary:
-    from tunesvc._workers import run_pool
+    from tunesvc.worker._pool import run_pool
 
     # The workers check the study and its objective themselves (each fails with the reason);
     # meanwhile this process opens the storage for the summary (opening takes seconds).

@@ -26,7 +26,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from tunesvc._curves import OUTCOME_ATTR
+from tunesvc.curves._curves import OUTCOME_ATTR
 
 SLOT_ATTR = "slot"
 """User attribute: the index of the queued draw (grid cell or random draw) a trial runs."""

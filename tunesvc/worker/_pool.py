@@ -6,7 +6,7 @@ exactly as a worker on another machine does. They report claims, epochs and resu
 queue to this process, which shows them live or as plain lines.
 
 SIGINT and SIGTERM stop a worker gracefully: the objective is interrupted, the trial marked
-FAIL and queued again, and the worker exits (see :class:`tunesvc._runner.StopRequest`). The
+FAIL and queued again, and the worker exits (see :class:`tunesvc.worker._runner.StopRequest`). The
 parent passes SIGTERM on to its workers and kills any still running after ``STOP_GRACE_S``;
 their trials are then retried by the heartbeat mechanism.
 """
@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 from tunesvc import _errors
 from tunesvc._errors import TunesvcError
-from tunesvc._runner import Budget, StopRequest, TrialResult, WorkerEvent
+from tunesvc.worker._runner import Budget, StopRequest, TrialResult, WorkerEvent
 
 STOP_GRACE_S = 8.0
 """Seconds the parent waits for stopping workers before killing them (the issue allows 10)."""
@@ -128,7 +128,7 @@ def _worker_main(
     events: Connection,
     budget: Budget | None,
 ) -> None:
-    from tunesvc._service import run_study
+    from tunesvc.service._studies import run_study
 
     _share_cores(workers=pool[1])
     # One pipe per worker, not a shared queue: a worker killed mid-message holds no lock that
@@ -248,7 +248,7 @@ class ProgressDisplay:
     """Shows a run's progress: live (a table that redraws) on a terminal, else one plain line
     per finished trial; ``quiet`` shows nothing until the summary.
 
-    Use as the ``on_event`` of :func:`tunesvc._service.run_study`, inside ``with``.
+    Use as the ``on_event`` of :func:`tunesvc.service._studies.run_study`, inside ``with``.
     """
 
     live: bool = False

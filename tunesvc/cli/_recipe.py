@@ -1,5 +1,5 @@
 """The recipe's commands: ``check``, ``recipe``, ``dashboard``, ``study refine``,
-``study report``. Thin, as in :mod:`tunesvc._cli`: read options, call one function, print."""
+``study report``. Thin, as in :mod:`tunesvc.cli._app`: read options, call one function, print."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tunesvc._cli import (
+from tunesvc.cli._app import (
     JsonOpt,
     StorageOpt,
     app,
@@ -17,10 +17,10 @@ from tunesvc._cli import (
     print_table,
     study_app,
 )
-from tunesvc._storage import resolve_url
+from tunesvc.storage._database import resolve_url
 
 if TYPE_CHECKING:
-    from tunesvc._check import CheckReport
+    from tunesvc.training._checks import CheckReport
 
 # torch, plotly and optuna-dashboard are imported inside the commands: `tunesvc --help` and the
 # study commands stay fast.
@@ -57,7 +57,7 @@ def check(
 ) -> None:
     """Before tuning: initial loss against log(num_classes), overfit 5 minibatches, and an LR
     range test that suggests the LR range for a coarse study. Exits 1 if a check fails."""
-    from tunesvc._check import parse_fixed_params, run_checks
+    from tunesvc.training._checks import parse_fixed_params, run_checks
 
     report = run_checks(objective, parse_fixed_params(param or []), device=device)
     if as_json:
@@ -88,8 +88,8 @@ def recipe(
 ) -> None:
     """Check, coarse random search, refine, train the best longer; ends with the best
     configuration and what each stage found. Stops at the first failed check."""
-    from tunesvc._check import parse_fixed_params
-    from tunesvc._recipe import parse_budget, run_recipe
+    from tunesvc.service._recipe import parse_budget, run_recipe
+    from tunesvc.training._checks import parse_fixed_params
 
     say = None if as_json else typer.echo
     result = run_recipe(objective, resolve_url(storage), budget=parse_budget(budget),
@@ -121,7 +121,7 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
 ) -> None:
     """optuna-dashboard on the same storage and artifacts, with tunesvc's notes and figures."""
-    from tunesvc._dashboard import make_dashboard
+    from tunesvc.presentation._dashboard import make_dashboard
 
     board = make_dashboard(resolve_url(storage), host, port)
     typer.echo(f"dashboard for {board.storage} (artifacts {board.artifacts}) at {board.url}")
@@ -147,7 +147,7 @@ def study_refine(
 ) -> None:
     """A new study linked to NAME, its ranges narrowed around NAME's top trials (widened where
     the best sit at an edge), with more epochs and the same sampler."""
-    from tunesvc._refine import refine_study
+    from tunesvc.service._refine import refine_study
 
     result = refine_study(name, into, resolve_url(storage), top=top, epochs=epochs,
                           sampler=sampler, n_trials=n_trials)
@@ -171,7 +171,7 @@ def study_report(
 ) -> None:
     """Write one static HTML file with the study's figures and tables, to share without a
     server."""
-    from tunesvc._report import write_report
+    from tunesvc.presentation._report import write_report
 
     result = write_report(name, resolve_url(storage), out)
     if as_json:

@@ -15,11 +15,11 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from tunesvc import _service as service
 from tunesvc._errors import SpecError, TunesvcError
-from tunesvc._spec import StudySpec, parse_param_option, parse_spec, parse_spec_dict
-from tunesvc._storage import redact, resolve_url, upgrade_storage
-from tunesvc._workers import ProgressDisplay
+from tunesvc.service import _studies as service
+from tunesvc.spec._spec import StudySpec, parse_param_option, parse_spec, parse_spec_dict
+from tunesvc.storage._database import redact, resolve_url, upgrade_storage
+from tunesvc.worker._pool import ProgressDisplay
 
 app = typer.Typer(
     help="Hyperparameter tuning for PyTorch models, on Optuna. Define a study once, run it "
@@ -148,7 +148,7 @@ def study_create(
     spec = _spec_from_options(spec_file, objective, sampler, n_trials, epochs, param or [],
                               direction, pruner)
     if from_check:
-        from tunesvc._check import with_checked_lr
+        from tunesvc.training._checks import with_checked_lr
 
         spec = with_checked_lr(spec)
     summary = service.create_study(name, spec, url)
@@ -309,4 +309,4 @@ def main() -> None:
     app()
 
 
-from tunesvc import _cli_recipe  # noqa: E402,F401  (registers recipe commands)
+from tunesvc.cli import _recipe as _cli_recipe  # noqa: E402,F401  (registers recipe commands)

@@ -17,9 +17,9 @@ import optuna
 import plotly.offline
 from optuna.trial import FrozenTrial
 
-from tunesvc._curves import DIAGNOSIS_ATTR, OUTCOME_ATTR, curves_of
 from tunesvc._errors import StudyNotFoundError, TunesvcError
-from tunesvc._notes import (
+from tunesvc.curves._curves import DIAGNOSIS_ATTR, OUTCOME_ATTR, curves_of
+from tunesvc.presentation._notes import (
     PARENT_ATTR,
     SPEC_ATTR,
     STAGE_ATTR,
@@ -29,7 +29,7 @@ from tunesvc._notes import (
     diagnosis_counts,
     lr_wd_figure,
 )
-from tunesvc._storage import open_storage, redact, storage_errors
+from tunesvc.storage._database import open_storage, redact, storage_errors
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }

@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from tunesvc._checkpoint import load_checkpoint, save_checkpoint
-from tunesvc._curves import CURVE_NAMES, Curves, EpochRecord
 from tunesvc._errors import TrainingError
+from tunesvc.curves._curves import CURVE_NAMES, Curves, EpochRecord
+from tunesvc.training._checkpoint import load_checkpoint, save_checkpoint
 from tunesvc.training._dropout import DropoutSwap, seed_words, step_keys
 
 Data: TypeAlias = "tuple[Tensor, Tensor] | Dataset[Any]"

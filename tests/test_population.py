@@ -413,6 +413,8 @@ def test_add_refuses_a_setup_of_another_structure_saying_what_differs() -> None:
         population.add(1, _setup(batch_size=16), epochs=2)
     with pytest.raises(TrainingError, match="its model structure differs"):
         population.add(2, _setup(model=_mlp(hidden=16)), epochs=2)
+    with pytest.raises(TrainingError, match=r"its train X differs \(\(256, 8\) float32"):
+        population.add(4, _setup(train=_data(256, 3)), epochs=2)
     with pytest.raises(TrainingError, match="already has a member 0"):
         population.add(0, _setup(), epochs=2)
     with pytest.raises(TrainingError, match="lr must be > 0"):

@@ -457,32 +457,40 @@ class _Structure:
         assert run.train.x is not None and run.val.x is not None
         assert run.train.y is not None and run.val.y is not None
         self.sequential = _sequential_plan(model) if run.train.x.ndim == 2 else None
-        self.key: Hashable = (
-            _model_signature(model),
-            _tensor_digest(run.train.x),
-            _tensor_digest(run.train.y),
-            _tensor_digest(run.val.x),
-            _tensor_digest(run.val.y),
-            setup.loss if isinstance(setup.loss, str) else _function_name(setup.loss),
-            setup.optimizer,
-            setup.batch_size,
-            setup.eval_batch_size,
-        )
+        self.settings: dict[str, Any] = {
+            "model structure": _model_signature(model),
+            "loss": setup.loss if isinstance(setup.loss, str) else _function_name(setup.loss),
+            "optimizer": setup.optimizer,
+            "batch_size": setup.batch_size,
+            "eval_batch_size": setup.eval_batch_size,
+        }
+        self.data = {"train X": run.train.x, "train y": run.train.y, "val X": run.val.x,
+                     "val y": run.val.y}  # fmt: skip
+
+    @property
+    def key(self) -> Hashable:
+        """The settings and a digest of the data: equal for setups that can share."""
+        digests = tuple(_tensor_digest(t) for t in self.data.values())
+        return (*self.settings.values(), digests)
 
     def check_joins(self, other: _Structure) -> None:
         """Raise a one-line :class:`TrainingError` saying what differs when ``other`` cannot
-        join a population of this structure."""
-        what = (
-            "model structure", "train X", "train y", "val X", "val y", "loss", "optimizer",
-            "batch_size", "eval_batch_size",
-        )  # fmt: skip
-        assert isinstance(self.key, tuple) and isinstance(other.key, tuple)
-        for name, ours, theirs in zip(what, self.key, other.key, strict=True):
-            if ours != theirs:
-                raise TrainingError(
-                    f"setup does not fit this population: its {name} differs "
-                    f"({_short(theirs)} vs {_short(ours)}); give it a population of its own"
-                )
+        join a population of this structure (the data compared element by element)."""
+        differs = [name for name, ours in self.settings.items() if ours != other.settings[name]]
+        differs += [
+            name for name, ours in self.data.items()
+            if not _same_tensor(ours, other.data[name])
+        ]  # fmt: skip
+        if differs:
+            name = differs[0]
+            ours, theirs = (
+                (self.settings[name], other.settings[name]) if name in self.settings
+                else (_describe(self.data[name]), _describe(other.data[name]))
+            )  # fmt: skip
+            raise TrainingError(
+                f"setup does not fit this population: its {name} differs "
+                f"({_short(theirs)} vs {_short(ours)}); give it a population of its own"
+            )
 
     def try_step(self) -> None:
         """One training step of a population of two copies on a few rows: an error says in one
@@ -559,6 +567,14 @@ def _tensor_digest(t: Tensor) -> tuple[Any, ...]:
     data = t.detach().cpu().contiguous()
     digest = hashlib.blake2b(data.view(torch.uint8).numpy().tobytes(), digest_size=16)
     return (tuple(t.shape), str(t.dtype), digest.hexdigest())
+
+
+def _same_tensor(a: Tensor, b: Tensor) -> bool:
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b)))
+
+
+def _describe(t: Tensor) -> str:
+    return f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')} {_tensor_digest(t)[2][:8]}"
 
 
 def _short(value: Any) -> str:

@@ -484,12 +484,13 @@ class _Structure:
         if differs:
             name = differs[0]
             ours, theirs = (
-                (self.settings[name], other.settings[name]) if name in self.settings
+                (_short(self.settings[name]), _short(other.settings[name]))
+                if name in self.settings
                 else (_describe(self.data[name]), _describe(other.data[name]))
             )  # fmt: skip
             raise TrainingError(
                 f"setup does not fit this population: its {name} differs "
-                f"({_short(theirs)} vs {_short(ours)}); give it a population of its own"
+                f"({theirs} vs {ours}); give it a population of its own"
             )
 
     def try_step(self) -> None:

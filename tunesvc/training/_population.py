@@ -614,7 +614,6 @@ class _Stack:
     def __init__(self, structure: _Structure, device: torch.device, rows: int | None = None):
         run = structure.run
         self.device = device
-        self.setup = run.setup
         self.classifies = run.classifies
         self.loss = run.setup.loss
         self.loss_fn = run.loss_fn
@@ -627,11 +626,10 @@ class _Stack:
         self.train_y = run.train.y[:rows].to(device)
         self.val_x = run.val.x[:rows].to(device)
         self.val_y = run.val.y[:rows].to(device)
-        self.batch_size = min(run.setup.batch_size, self.train_x.shape[0])
-        self.batches = -(-self.train_x.shape[0] // run.setup.batch_size)
+        self.batch_size = run.setup.batch_size
+        self.batches = -(-self.train_x.shape[0] // self.batch_size)
         self.eval_batch_size = run.setup.eval_batch_size
-        self._model_params = dict(run.model.named_parameters())
-        self.names = list(self._model_params)
+        self.names = [name for name, _ in run.model.named_parameters()]
         self.trainable = [name for name, p in run.model.named_parameters() if p.requires_grad]
         self.dropout_names = [name for name, m in run.model.named_modules()
                               if isinstance(m, SeededDropout)]  # fmt: skip
@@ -710,8 +708,7 @@ class _Stack:
                 rows = [torch.stack([entry[1][name][i] for entry in staged]).to(dev)
                         for i in range(len(staged[0][1][name]))]  # fmt: skip
                 old = self.params.get(name)
-                grad = self._model_params[name].requires_grad
-                self.params[name] = _leaf(_cat(old, rows[0]), grad)
+                self.params[name] = _leaf(_cat(old, rows[0]), name in self.trainable)
                 old_state = self.state.get(name, [None] * (len(rows) - 1))
                 self.state[name] = [_cat(o, r) for o, r in zip(old_state, rows[1:], strict=True)]
             for name in staged[0][2]:

@@ -29,7 +29,15 @@ from torch.utils.data import Dataset
 from tunesvc._errors import TrainingError
 from tunesvc.curves._curves import Curves, EpochRecord
 from tunesvc.training._checkpoint import load_checkpoint
-from tunesvc.training._dropout import (
+from tunesvc.training._fit import FitResult, TrainingSetup, fit
+from tunesvc.training._population import (
+    MemberEnd,
+    Population,
+    fit_population,
+    group_setups,
+    population_key,
+)
+from tunesvc.training._seeded import (
     DropoutSwap,
     SeededDropout,
     _mix32,
@@ -38,15 +46,8 @@ from tunesvc.training._dropout import (
     rate_threshold,
     seed_words,
     seeded_dropout,
+    shuffle_order,
     step_keys,
-)
-from tunesvc.training._fit import FitResult, TrainingSetup, fit
-from tunesvc.training._population import (
-    MemberEnd,
-    Population,
-    fit_population,
-    group_setups,
-    population_key,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -502,3 +503,21 @@ def test_a_dropout_mask_is_the_hash_of_key_layer_and_position(
         for i in range(15)
     ]
     assert (out.flatten() != 0).tolist() == expected
+
+
+@given(st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=8),
+       st.integers(1, 300))  # fmt: skip
+def test_a_shuffle_is_a_permutation_of_its_key_alone(keys: list[int], rows: int) -> None:
+    orders = shuffle_order(torch.tensor(keys, dtype=torch.int32), rows)
+
+    for key, order in zip(keys, orders, strict=True):
+        assert sorted(order.tolist()) == list(range(rows))
+        assert torch.equal(order, shuffle_order(torch.tensor([key], dtype=torch.int32), rows)[0])
+
+
+def test_shuffles_of_different_keys_differ() -> None:
+    orders = shuffle_order(torch.arange(50, dtype=torch.int32), 1000)
+
+    assert len({tuple(o.tolist()) for o in orders}) == 50
+    first = orders[:, 0].tolist()  # the first row of an epoch: spread over the rows
+    assert len(set(first)) > 40

@@ -36,7 +36,13 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tunesvc._errors import TrainingError
 from tunesvc.curves._curves import CURVE_NAMES, Curves, EpochRecord
 from tunesvc.training._checkpoint import load_checkpoint, save_checkpoint
-from tunesvc.training._dropout import DropoutSwap, seed_words, step_keys
+from tunesvc.training._seeded import (
+    DropoutSwap,
+    seed_words,
+    shuffle_key,
+    shuffle_order,
+    step_keys,
+)
 
 Data: TypeAlias = "tuple[Tensor, Tensor] | Dataset[Any]"
 """Train or validation data: ``(X, y)`` tensors (rows are samples) or a Dataset of pairs."""
@@ -192,7 +198,7 @@ def fit(
 
     The global torch RNG is seeded from ``seed`` for the run and restored afterwards. The
     model's ``nn.Dropout`` layers draw their masks from ``seed`` and the step number instead
-    of the global RNG (see :mod:`tunesvc.training._dropout`), so that a trial trained in a
+    of the global RNG (see :mod:`tunesvc.training._seeded`), so that a trial trained in a
     population gets the same masks; a module passed as ``setup.model`` gets them back after.
 
     Raises :class:`TrainingError` for a setup that cannot train, with what to fix.
@@ -256,15 +262,17 @@ class _Batches:
         return next(self.eval_batches(min(self.batch_size, 256)))
 
     def train_batches(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-        """Shuffled training batches, the order drawn from ``generator``."""
+        """Shuffled training batches, the order from one key drawn from ``generator`` (see
+        :func:`shuffle_order`: the order a population gives the same trial)."""
+        key = torch.tensor([shuffle_key(generator)], dtype=torch.int32, device=self.device)
+        order = shuffle_order(key, self.n)[0]
         if self.x is not None and self.y is not None:
             x, y, bs = self.x, self.y, self.batch_size
-            perm = torch.randperm(self.n, generator=generator).to(self.device, non_blocking=True)
             for start in range(0, self.n, bs):
-                idx = perm[start : start + bs]
+                idx = order[start : start + bs]
                 yield x.index_select(0, idx), y.index_select(0, idx)
         else:
-            yield from self._loader(self.batch_size, generator)
+            yield from self._loader(self.batch_size, order.tolist())
 
     def eval_batches(self, batch_size: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """Batches in order, for evaluation."""
@@ -275,15 +283,12 @@ class _Batches:
         else:
             yield from self._loader(bs, None)
 
-    def _loader(
-        self, batch_size: int, generator: torch.Generator | None
-    ) -> Iterator[tuple[Tensor, Tensor]]:
+    def _loader(self, batch_size: int, order: list[int] | None) -> Iterator[tuple[Tensor, Tensor]]:
         assert self.dataset is not None
         loader = DataLoader(
             self.dataset,
             batch_size=batch_size,
-            shuffle=generator is not None,
-            generator=generator,
+            sampler=order,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
         )

@@ -49,15 +49,6 @@ from torch.utils.data import TensorDataset
 from tunesvc._errors import TrainingError
 from tunesvc.curves._curves import Curves, EpochRecord
 from tunesvc.training._checkpoint import load_checkpoint, save_checkpoint
-from tunesvc.training._dropout import (
-    SeededDropout,
-    element_words,
-    rate_scale,
-    rate_threshold,
-    seed_words,
-    seeded_dropout,
-    step_keys,
-)
 from tunesvc.training._fit import (
     FitResult,
     OnEpoch,
@@ -68,6 +59,17 @@ from tunesvc.training._fit import (
     fit_result,
     resolve_device,
     scheduled_lr,
+)
+from tunesvc.training._seeded import (
+    SeededDropout,
+    element_words,
+    rate_scale,
+    rate_threshold,
+    seed_words,
+    seeded_dropout,
+    shuffle_key,
+    shuffle_order,
+    step_keys,
 )
 
 K = TypeVar("K", bound=Hashable)
@@ -793,7 +795,8 @@ class _Stack:
         """One epoch for every member at once; each member's mean train loss and accuracy."""
         dev, count = self.device, len(members)
         n, bs = self.train_x.shape[0], self.batch_size
-        perms = torch.stack([torch.randperm(n, generator=m.shuffle) for m in members]).to(dev)
+        shuffles = torch.tensor([shuffle_key(m.shuffle) for m in members], dtype=torch.int32)
+        perms = shuffle_order(shuffles.to(dev), n)
         per = self.per_member
         lr = torch.tensor([m.lr for m in members], dtype=torch.float64, device=dev)
         first = torch.tensor([m.epoch * self.batches for m in members], device=dev)

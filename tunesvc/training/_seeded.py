@@ -1,5 +1,5 @@
-"""Dropout whose masks are a pure function of (seed, step, layer, element), shared by
-:func:`tunesvc.fit` and the population trainer.
+"""Random draws as pure functions of a seed and a counter: the dropout masks and data
+shuffles of :func:`tunesvc.fit`, which a population of trials reproduces member by member.
 
 ``torch.nn.Dropout`` draws its masks from the global RNG, one call after another, so the masks
 of a trial depend on everything else that drew before them, and many trials stacked into one
@@ -7,9 +7,13 @@ tensor cannot each get their own stream. Here the mask of every element is a has
 key per optimizer step (from the trial's seed and the step number), the layer's index and the
 element's position in the layer's input: integer arithmetic only, exact on every device, so a
 trial gets the same masks alone or as one member of a stacked population, whatever the other
-members do. The hash is a counter-based generator in the manner of SplitMix: a Weyl sequence
-over the elements, then Chris Wellons' ``lowbias32`` finalizer. It runs on int32 tensors,
-whose products wrap modulo 2**32 on the CPU and CUDA alike (a test holds the results to a
+members do. An epoch's shuffle is the order of the hashes of the row numbers under one key
+drawn from the trial's shuffle generator: one draw per epoch and one sort, on the device, for
+any number of members (``torch.randperm`` per member would cost a CPU call each).
+
+The hash is a counter-based generator in the manner of SplitMix: a Weyl sequence over the
+elements, then Chris Wellons' ``lowbias32`` finalizer. It runs on int32 tensors, whose
+products wrap modulo 2**32 on the CPU and CUDA alike (a test holds the results to a
 pure-Python reference); on the CPU it is cheaper than ``torch.nn.Dropout``'s Bernoulli draw.
 
 Example::
@@ -67,6 +71,18 @@ def _seed_word(seed: int) -> int:
 def seed_words(seeds: Sequence[int], device: torch.device | None = None) -> Tensor:
     """One 32-bit word per seed (int32 tensor of ``len(seeds)``), the root of its masks."""
     return torch.tensor([_seed_word(s) for s in seeds], dtype=torch.int32, device=device)
+
+
+def shuffle_key(generator: torch.Generator) -> int:
+    """One epoch's shuffle key, drawn from a trial's shuffle generator (advanced by one draw)."""
+    return int(torch.randint(-(2**31), 2**31, (), generator=generator, dtype=torch.int64))
+
+
+def shuffle_order(keys: Tensor, rows: int) -> Tensor:
+    """One permutation of ``range(rows)`` per key (int32 ``(K,)``): ``(K, rows)`` int64, the
+    row numbers ordered by their hash under the key (ties, rare, keep row order)."""
+    words = element_words((rows,), keys.device)
+    return torch.argsort(_mix32(words + _mix32(keys).unsqueeze(1)), dim=1, stable=True)
 
 
 def step_keys(words: Tensor, first_step: Tensor, steps: int) -> Tensor:

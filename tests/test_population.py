@@ -42,6 +42,7 @@ from tunesvc.training._seeded import (
     SeededDropout,
     _mix32,
     element_words,
+    layer_keys,
     rate_scale,
     rate_threshold,
     seed_words,
@@ -78,15 +79,17 @@ def _mlp(dropout: float = 0.2, hidden: int = HIDDEN) -> Callable[[], nn.Module]:
 
 
 class _Net(nn.Module):
-    """Not an nn.Sequential: the population runs it through torch.func.vmap."""
+    """Not an nn.Sequential: the population runs it through torch.func.vmap. Its nested
+    dropout comes first in named_modules, its own second, at another rate."""
 
     def __init__(self, dropout: float) -> None:
         super().__init__()
-        self.inp, self.out = nn.Linear(FEATURES, HIDDEN), nn.Linear(HIDDEN, CLASSES)
-        self.drop = nn.Dropout(dropout)
+        self.block = nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(), nn.Dropout(dropout))
+        self.drop = nn.Dropout(dropout / 3)
+        self.out = nn.Linear(HIDDEN, CLASSES)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.drop(F.relu(self.inp(x))) + 0.5)  # type: ignore[no-any-return]
+        return self.out(self.drop(self.block(x)) + 0.5)  # type: ignore[no-any-return]
 
 
 def _setup(**changes: Any) -> TrainingSetup:
@@ -447,8 +450,9 @@ def test_seeded_dropout_drops_its_rate_and_scales_the_rest(p: float) -> None:
     swap = DropoutSwap(model)
     x = torch.ones(200, 500)
     masks = []
+    keys = swap.layer_keys(step_keys(seed_words([11]), torch.tensor([0]), 3)[0])
     for step in range(3):
-        swap.set_key(step_keys(seed_words([11]), torch.tensor([0]), 3)[0, step])
+        swap.set_keys([k[step] for k in keys])
         masks.append(model.train()(x))
 
     dropped = float((masks[0] == 0).to(torch.float64).mean())
@@ -494,8 +498,9 @@ def test_a_dropout_mask_is_the_hash_of_key_layer_and_position(
     key: int, layer: int, p: float
 ) -> None:
     x = torch.ones(3, 5)
-    out = seeded_dropout(x, torch.tensor(key, dtype=torch.int32), rate_threshold(p),
-                         rate_scale(p), layer, element_words((3, 5), x.device))  # fmt: skip
+    keys = layer_keys(torch.tensor(key, dtype=torch.int32), layer)
+    words = element_words((3, 5), x.device)
+    out = seeded_dropout(x, keys, rate_threshold(p), rate_scale(p), words)
 
     layer_key = _lowbias32((key + (layer + 1) * 0x85EBCA77) & 0xFFFFFFFF)
     expected = [

@@ -394,7 +394,9 @@ class _Run:
     def _train_epoch(self, lr: float, epoch: int) -> tuple[float, float | None]:
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
         steps = -(-self.train.n // self.train.batch_size)
-        keys = step_keys(self.seed_word, torch.tensor([(epoch - 1) * steps]), steps)[0]
+        keys = self.dropout.layer_keys(
+            step_keys(self.seed_word, torch.tensor([(epoch - 1) * steps]), steps)[0]
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
@@ -405,8 +407,8 @@ class _Run:
         predicted: list[Tensor] = []
         targets: list[Tensor] = []
         for step, (xb, yb) in enumerate(self.train.train_batches(self.shuffle)):
-            if self.dropout.layers:
-                self.dropout.set_key(keys[step])
+            if keys:
+                self.dropout.set_keys([k[step] for k in keys])
             out = model(xb)
             loss = loss_fn(out, yb)
             optimizer.zero_grad(set_to_none=True)

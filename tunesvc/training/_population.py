@@ -63,6 +63,7 @@ from tunesvc.training._fit import (
 from tunesvc.training._seeded import (
     SeededDropout,
     element_words,
+    layer_keys,
     rate_scale,
     rate_threshold,
     seed_words,
@@ -82,6 +83,8 @@ _ELEMENTWISE: tuple[type[nn.Module], ...] = (
     nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish,
     nn.Hardsigmoid, nn.Tanhshrink,
 )  # fmt: skip
+
+_Dropout = tuple[Tensor, Tensor, Tensor]  # a dropout layer's key, threshold, scale per member
 
 _EVAL_ROWS = 1 << 18  # members x rows per evaluation forward: bounds its activations' memory
 
@@ -633,8 +636,8 @@ class _Stack:
         self.eval_batch_size = run.setup.eval_batch_size
         self.names = [name for name, _ in run.model.named_parameters()]
         self.trainable = [name for name, p in run.model.named_parameters() if p.requires_grad]
-        self.dropout_names = [name for name, m in run.model.named_modules()
-                              if isinstance(m, SeededDropout)]  # fmt: skip
+        self.dropouts = {name: m.layer for name, m in run.model.named_modules()
+                         if isinstance(m, SeededDropout)}  # fmt: skip
         # The module vmap calls with each member's tensors; its own are never used.
         self.module = copy.deepcopy(run.model).to(device)
         for module in self.module.modules():
@@ -722,19 +725,21 @@ class _Stack:
 
     # -- the stacked model ---------------------------------------------------------------
 
-    def forward(self, params: Mapping[str, Tensor], x: Tensor, keys: Tensor | None) -> Tensor:
+    def forward(
+        self, params: Mapping[str, Tensor], x: Tensor, dropout: Sequence[_Dropout] | None
+    ) -> Tensor:
         """Every member's output, ``(K, B, ...)``; ``x`` is ``(K, B, ...)`` or, shared by
-        all members, ``(B, ...)``. ``keys`` is this step's dropout keys (``None``: eval)."""
+        all members, ``(B, ...)``. ``dropout`` holds each dropout layer's per-member key,
+        threshold and scale of this step, ``(K,)`` each; ``None`` evaluates (eval mode)."""
         count = next(iter(params.values())).shape[0]
         if self.sequential is not None:
-            return self._sequential_forward(params, x, keys, count)
+            return self._sequential_forward(params, x, dropout, count)
         buffers: dict[str, Tensor] = {}
-        for i, name in enumerate(self.dropout_names):
-            if keys is not None:  # in eval mode dropout reads none of them
-                buffers[f"{name}.key"] = keys
-                buffers[f"{name}.threshold"] = self.per_member[f"threshold{i}"]
-                buffers[f"{name}.scale"] = self.per_member[f"scale{i}"]
-        self.module.train(keys is not None)
+        for name, layer in self.dropouts.items() if dropout is not None else ():
+            buffers[f"{name}.key"], buffers[f"{name}.threshold"], buffers[f"{name}.scale"] = (
+                dropout[layer]
+            )
+        self.module.train(dropout is not None)
 
         def one(p: dict[str, Tensor], b: dict[str, Tensor], xm: Tensor) -> Tensor:
             out = functional_call(self.module, (p, b), (xm,))
@@ -747,7 +752,11 @@ class _Stack:
         return out
 
     def _sequential_forward(
-        self, params: Mapping[str, Tensor], x: Tensor, keys: Tensor | None, count: int
+        self,
+        params: Mapping[str, Tensor],
+        x: Tensor,
+        dropout: Sequence[_Dropout] | None,
+        count: int,
     ) -> Tensor:
         assert self.sequential is not None
         h = x if x.dim() == 3 else x.expand(count, *x.shape)
@@ -761,19 +770,15 @@ class _Stack:
                 )
             elif kind == "elementwise":
                 h = what(h)
-            elif keys is not None:  # dropout, in training
+            elif dropout is not None:  # a dropout layer, in training
                 shape = (count,) + (1,) * (h.dim() - 1)
                 words = self._words.get(tuple(h.shape[1:]))
                 if words is None:
                     words = element_words(tuple(h.shape[1:]), self.device)
                     self._words[tuple(h.shape[1:])] = words
+                key, threshold, scale = dropout[what]
                 h = seeded_dropout(
-                    h,
-                    keys.view(shape),
-                    self.per_member[f"threshold{what}"].view(shape),
-                    self.per_member[f"scale{what}"].view(shape),
-                    what,
-                    words,
+                    h, key.view(shape), threshold.view(shape), scale.view(shape), words
                 )
         return h
 
@@ -797,11 +802,16 @@ class _Stack:
         n, bs = self.train_x.shape[0], self.batch_size
         shuffles = torch.tensor([shuffle_key(m.shuffle) for m in members], dtype=torch.int32)
         perms = shuffle_order(shuffles.to(dev), n)
-        per = self.per_member
+        per, dtype = self.per_member, self.params[self.names[0]].dtype
         lr = torch.tensor([m.lr for m in members], dtype=torch.float64, device=dev)
         first = torch.tensor([m.epoch * self.batches for m in members], device=dev)
-        keys = step_keys(per["seed_word"], first, self.batches)  # (K, batches)
-        coefficients = self._coefficients(lr, per["steps"])
+        # Everything a step needs that is not a batch, once an epoch, as (batches, K) rows.
+        keys = step_keys(per["seed_word"], first, self.batches)
+        layers = range(len(self.dropouts))
+        dropout_keys = [layer_keys(keys, i).t().contiguous() for i in layers]
+        dropout_rates = [(per[f"threshold{i}"], per[f"scale{i}"].to(dtype)) for i in layers]
+        coefficients = {name: c.to(dtype).t().contiguous()
+                        for name, c in self._coefficients(lr, per["steps"]).items()}  # fmt: skip
         loss_sum = torch.zeros(count, dtype=torch.float64, device=dev)
         correct = torch.zeros(count, dtype=torch.int64, device=dev)
         trainable = [self.params[name] for name in self.trainable]
@@ -809,11 +819,13 @@ class _Stack:
             idx = perms[:, step * bs : (step + 1) * bs]
             xb = _gather(self.train_x, idx)
             yb = _gather(self.train_y, idx)
-            out = self.forward(self.params, xb, keys[:, step])
+            dropout = [(k[step], *rates) for k, rates in zip(dropout_keys, dropout_rates,
+                                                             strict=True)]  # fmt: skip
+            out = self.forward(self.params, xb, dropout)
             losses = self.losses(out, yb)
             grads = torch.autograd.grad(losses.sum(), trainable)
             with torch.no_grad():
-                self._optimizer_step(grads, {k: c[:, step] for k, c in coefficients.items()})
+                self._optimizer_step(grads, {k: c[step] for k, c in coefficients.items()})
                 loss_sum.add_(losses.detach().to(torch.float64), alpha=idx.shape[1])
                 if self.classifies:
                     correct.add_((out.detach().argmax(dim=-1) == yb).sum(dim=1))
@@ -827,9 +839,16 @@ class _Stack:
         """Per member and step of this epoch, ``(K, batches)``, the scalars torch's optimizer
         would compute in Python doubles, computed in float64 the same way."""
         per, batches = self.per_member, self.batches
+
+        def each_step(values: Tensor) -> Tensor:
+            return values.unsqueeze(1).expand(-1, batches)
+
         if self.sgd:
-            neg_lr = (-lr).unsqueeze(1).expand(-1, batches)
-            return {"neg_lr": neg_lr}
+            return {
+                "neg_lr": each_step(-lr),
+                "weight_decay": each_step(per["weight_decay"]),
+                "momentum": each_step(per["momentum"]),
+            }
         # Bias corrections from beta ** step as Python computes them, per distinct step count.
         counts = steps.tolist()
         distinct = sorted(set(counts))
@@ -844,33 +863,33 @@ class _Stack:
         row = torch.tensor([distinct.index(s) for s in counts], dtype=torch.int64)
         bias1 = table1.index_select(0, row).to(self.device)
         bias2_sqrt = table2.index_select(0, row).to(self.device)
-        decay = (1 - lr * per["weight_decay"]).unsqueeze(1).expand(-1, batches)
-        return {"decay": decay, "neg_step": -(lr.unsqueeze(1) / bias1), "bias2_sqrt": bias2_sqrt}
+        return {
+            "decay": each_step(1 - lr * per["weight_decay"]),
+            "neg_step": -(lr.unsqueeze(1) / bias1),
+            "bias2_sqrt": bias2_sqrt,
+        }
 
     def _optimizer_step(self, grads: Sequence[Tensor], c: Mapping[str, Tensor]) -> None:
         """torch.optim.AdamW's or SGD's single-tensor step, per member, with per-member
-        scalars as tensors: the same float32 operations in the same order."""
+        scalars as tensors (``c``: this step's, ``(K,)`` each, in the parameters' dtype): the
+        same float32 operations in the same order."""
         for name, grad in zip(self.trainable, grads, strict=True):
             p = self.params[name]
             shape = (p.shape[0],) + (1,) * (p.dim() - 1)
-
-            def scalar(values: Tensor, p: Tensor = p, shape: tuple[int, ...] = shape) -> Tensor:
-                return values.to(p.dtype).view(shape)
-
             if self.sgd:
                 (buf,) = self.state[name]
                 # grad.add(param, alpha=wd) and param.add_(buf, alpha=-lr) are fused
                 # multiply-adds in torch; addcmul with a tensor factor is the same one.
-                g = torch.addcmul(grad, p, scalar(self.per_member["weight_decay"]))
-                buf.mul_(scalar(self.per_member["momentum"])).add_(g)
-                p.addcmul_(buf, scalar(c["neg_lr"]))
+                g = torch.addcmul(grad, p, c["weight_decay"].view(shape))
+                buf.mul_(c["momentum"].view(shape)).add_(g)
+                p.addcmul_(buf, c["neg_lr"].view(shape))
             else:
                 exp_avg, exp_avg_sq = self.state[name]
-                p.mul_(scalar(c["decay"]))
+                p.mul_(c["decay"].view(shape))
                 exp_avg.lerp_(grad, 1 - _BETA1)
                 exp_avg_sq.mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
-                denom = (exp_avg_sq.sqrt() / scalar(c["bias2_sqrt"])).add_(_EPS)
-                p.add_(scalar(c["neg_step"]) * exp_avg / denom)
+                denom = (exp_avg_sq.sqrt() / c["bias2_sqrt"].view(shape)).add_(_EPS)
+                p.add_(c["neg_step"].view(shape) * exp_avg / denom)
 
     # -- evaluation ----------------------------------------------------------------------
 

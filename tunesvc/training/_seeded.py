@@ -20,9 +20,9 @@ Example::
 
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 4))
     swap = DropoutSwap(model)                 # nn.Dropout -> SeededDropout, same rate
-    keys = step_keys(seed_words([7]), torch.tensor([0]), steps=10)
+    keys = swap.layer_keys(step_keys(seed_words([7]), torch.tensor([0]), steps=10)[0])
     for step in range(10):
-        swap.set_key(keys[0, step])           # before each training batch
+        swap.set_keys([k[step] for k in keys])  # before each training batch
         ...
     swap.restore()                            # the nn.Dropout modules again
 """
@@ -97,8 +97,14 @@ def step_keys(words: Tensor, first_step: Tensor, steps: int) -> Tensor:
     return _mix32(words.unsqueeze(1) ^ _mix32(counter * _GOLDEN + _signed(0x3C6EF372)))
 
 
+def layer_keys(keys: Tensor, layer: int) -> Tensor:
+    """Step keys (any shape) made the keys of dropout layer number ``layer``."""
+    return _mix32(keys + _signed((layer + 1) * 0x85EBCA77))
+
+
 class SeededDropout(nn.Module):
-    """``nn.Dropout`` with masks hashed from ``key`` (set before each training batch).
+    """``nn.Dropout`` with masks hashed from ``key``, the :func:`layer_keys` of the step, set
+    before each training batch.
 
     ``threshold`` and ``scale`` hold the rate as the mask compares it and the factor kept
     elements are multiplied by (``1 / (1 - p)``, 0 for ``p = 1``); they are buffers, not
@@ -127,7 +133,7 @@ class SeededDropout(nn.Module):
         words = self._words.get(tuple(x.shape))
         if words is None or words.device != x.device:
             words = self._words[tuple(x.shape)] = element_words(tuple(x.shape), x.device)
-        return seeded_dropout(x, self.key, self.threshold, self.scale, self.layer, words)
+        return seeded_dropout(x, self.key, self.threshold, self.scale, words)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, layer={self.layer}"
@@ -151,10 +157,10 @@ def element_words(shape: tuple[int, ...], device: torch.device) -> Tensor:
 
 
 def seeded_dropout(
-    x: Tensor, key: Tensor, threshold: Tensor, scale: Tensor, layer: int, words: Tensor
+    x: Tensor, key: Tensor, threshold: Tensor, scale: Tensor, words: Tensor
 ) -> Tensor:
     """``x`` with each element zeroed with probability ``threshold / 2**24`` and the others
-    multiplied by ``scale``; which ones is a pure function of ``key``, ``layer`` and the
+    multiplied by ``scale``; which ones is a pure function of the layer's ``key`` and the
     element's position in one member's input.
 
     ``words`` is :func:`element_words` of one member's input shape. For one model ``key``,
@@ -162,31 +168,35 @@ def seeded_dropout(
     members along the first dimension of ``x`` they are shaped to broadcast over it, e.g.
     ``(K, 1, 1)`` for ``x`` of ``(K, B, H)``.
     """
-    layer_key = _mix32(key + _signed((layer + 1) * 0x85EBCA77))
-    bits = _mix32(words + layer_key)
+    bits = _mix32(words + key)
     keep = ((bits >> (32 - _THRESHOLD_BITS)) & ((1 << _THRESHOLD_BITS) - 1)) >= threshold
     return x * (keep.to(x.dtype) * scale.to(x.dtype))
 
 
 class DropoutSwap:
-    """The :class:`SeededDropout` layers that replaced a model's ``nn.Dropout`` modules, in
-    module order; :meth:`restore` puts the originals back."""
+    """The :class:`SeededDropout` layers that replaced a model's ``nn.Dropout`` modules,
+    numbered in ``named_modules`` order; :meth:`restore` puts the originals back."""
 
     def __init__(self, model: nn.Module) -> None:
         self.layers: list[SeededDropout] = []
         self._replaced: list[tuple[nn.Module, str, nn.Module, SeededDropout]] = []
-        for parent in list(model.modules()):
-            for name, child in list(parent.named_children()):
-                if type(child) is nn.Dropout:
-                    seeded = SeededDropout(float(child.p), len(self.layers))
-                    seeded.train(child.training)
-                    setattr(parent, name, seeded)
-                    self.layers.append(seeded)
-                    self._replaced.append((parent, name, child, seeded))
+        for path, child in list(model.named_modules()):  # numbered in named_modules order
+            if type(child) is nn.Dropout:
+                where, _, name = path.rpartition(".")
+                parent = model.get_submodule(where)
+                seeded = SeededDropout(float(child.p), len(self.layers))
+                seeded.train(child.training)
+                setattr(parent, name, seeded)
+                self.layers.append(seeded)
+                self._replaced.append((parent, name, child, seeded))
 
-    def set_key(self, key: Tensor) -> None:
-        """Give every layer the key of the coming optimizer step."""
-        for layer in self.layers:
+    def layer_keys(self, keys: Tensor) -> list[Tensor]:
+        """Each layer's :func:`layer_keys` of the step ``keys`` (computed once an epoch)."""
+        return [layer_keys(keys, layer.layer) for layer in self.layers]
+
+    def set_keys(self, keys: Sequence[Tensor]) -> None:
+        """Give each layer its key of the coming optimizer step."""
+        for layer, key in zip(self.layers, keys, strict=True):
             layer.key.copy_(key)
 
     def restore(self) -> None:

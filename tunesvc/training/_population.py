@@ -735,10 +735,11 @@ class _Stack:
         if self.sequential is not None:
             return self._sequential_forward(params, x, dropout, count)
         buffers: dict[str, Tensor] = {}
-        for name, layer in self.dropouts.items() if dropout is not None else ():
-            buffers[f"{name}.key"], buffers[f"{name}.threshold"], buffers[f"{name}.scale"] = (
-                dropout[layer]
-            )
+        for name, layer in self.dropouts.items():
+            if dropout is not None:  # in eval mode dropout reads none of them
+                key, threshold, scale = dropout[layer]
+                buffers[f"{name}.key"], buffers[f"{name}.threshold"] = key, threshold
+                buffers[f"{name}.scale"] = scale
         self.module.train(dropout is not None)
 
         def one(p: dict[str, Tensor], b: dict[str, Tensor], xm: Tensor) -> Tensor:

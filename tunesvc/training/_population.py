@@ -113,10 +113,7 @@ def population_key(setup: TrainingSetup) -> Hashable:
     other than ``nn.Dropout``, a model or loss ``torch.func.vmap`` cannot batch, ...); such a
     setup trains alone with :func:`fit`.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        run = _member_run(setup, 0, None)
-    structure = _Structure(run)
+    structure = _structure_of(setup)
     structure.try_step()
     return structure.key
 
@@ -124,15 +121,34 @@ def population_key(setup: TrainingSetup) -> Hashable:
 def group_setups(setups: Mapping[K, TrainingSetup]) -> tuple[list[list[K]], dict[K, str]]:
     """Split ``setups`` into populations (lists of keys whose setups share a
     :func:`population_key`, in first-seen order) and those that must train alone, each with
-    the one-line reason why."""
+    the one-line reason why. The trial step that checks vectorizing runs once per distinct
+    model, loss and data shape, not once per setup."""
     groups: dict[Hashable, list[K]] = {}
     alone: dict[K, str] = {}
+    verdicts: dict[Hashable, str | None] = {}  # the trial step's, per kind of setup
     for name, setup in setups.items():
         try:
-            groups.setdefault(population_key(setup), []).append(name)
+            structure = _structure_of(setup)
+            if structure.kind not in verdicts:
+                try:
+                    structure.try_step()
+                    verdicts[structure.kind] = None
+                except TrainingError as err:
+                    verdicts[structure.kind] = str(err)
+            reason = verdicts[structure.kind]
+            if reason is None:
+                groups.setdefault(structure.key, []).append(name)
+            else:
+                alone[name] = reason
         except TrainingError as err:
             alone[name] = str(err)
     return list(groups.values()), alone
+
+
+def _structure_of(setup: TrainingSetup) -> _Structure:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _Structure(_member_run(setup, 0, None))
 
 
 def fit_population(
@@ -471,6 +487,12 @@ class _Structure:
         }
         self.data = {"train X": run.train.x, "train y": run.train.y, "val X": run.val.x,
                      "val y": run.val.y}  # fmt: skip
+
+    @property
+    def kind(self) -> Hashable:
+        """The settings and the data's shapes: what the trial step's verdict depends on."""
+        shapes = tuple((tuple(t.shape), t.dtype) for t in self.data.values())
+        return (*self.settings.values(), shapes)
 
     @property
     def key(self) -> Hashable:

@@ -193,11 +193,11 @@ def test_removing_or_losing_members_leaves_the_others_bit_for_bit() -> None:
     population.add("diverges", _setup(lr=1e9), epochs=5, seed=9)
     stopped: list[int] = []
 
-    def stop_c_at_two(record: EpochRecord) -> bool:
+    def stop_at_two(record: EpochRecord) -> bool:
         stopped.append(record.epoch)
         return record.epoch == 2
 
-    population.add("stops", _setup(), epochs=5, seed=0, on_epoch=stop_c_at_two)
+    population.add("stops", _setup(), epochs=5, seed=0, on_epoch=stop_at_two)
     ends: dict[Any, MemberEnd] = {}
     while population:
         for end in population.step():
@@ -218,6 +218,17 @@ def test_removing_or_losing_members_leaves_the_others_bit_for_bit() -> None:
         assert result is not None and reference is not None
         assert _curves(result) == _curves(reference), key
         assert (result.value, result.best_epoch) == (reference.value, reference.best_epoch)
+
+
+def test_members_trained_a_few_at_a_time_get_the_same_numbers() -> None:
+    whole = _run(_population("adamw")[0])
+    population = Population(device="cpu", members_per_pass=3)  # passes of 3 and 1
+    for key, (changes, seed, epochs) in MEMBERS.items():
+        population.add(key, _setup(**changes), epochs=epochs, seed=seed)
+    in_passes = _run(population)
+
+    for key in MEMBERS:
+        assert _curves(in_passes[key].result) == _curves(whole[key].result)  # type: ignore[arg-type]
 
 
 def test_a_member_added_mid_run_starts_at_epoch_zero_and_changes_no_other() -> None:
@@ -281,15 +292,15 @@ def test_a_population_killed_mid_epoch_resumes_every_member(
 ) -> None:
     whole = _run(_population(optimizer)[0])
 
-    population, _ = _population(optimizer)
-    for key in MEMBERS:
-        population._members[key].checkpoint_path = tmp_path / f"{key}.pt"
-
     def kill_at_three(record: EpochRecord) -> None:
         if record.epoch == 3:
             raise _Kill  # after "a" wrote its epoch-3 checkpoint: the others are at 2
 
-    population._members["a"].on_epoch = kill_at_three
+    population = Population(device="cpu")
+    for key, (changes, seed, epochs_) in MEMBERS.items():
+        population.add(key, _setup(optimizer=optimizer, **changes), epochs=epochs_, seed=seed,
+                       checkpoint_path=tmp_path / f"{key}.pt",
+                       on_epoch=kill_at_three if key == "a" else None)  # fmt: skip
     with pytest.raises(_Kill):
         _run(population)
     epochs = {key: load_checkpoint(tmp_path / f"{key}.pt")["epoch"]  # type: ignore[index]

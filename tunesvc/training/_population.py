@@ -86,6 +86,11 @@ _ELEMENTWISE: tuple[type[nn.Module], ...] = (
 
 _Dropout = tuple[Tensor, Tensor, Tensor]  # a dropout layer's key, threshold, scale per member
 
+CPU_MEMBERS_PER_PASS = 32
+"""On the CPU a population trains this many members at a time through each epoch (a
+working set that stays in cache); on CUDA all of them at once. Either way a member's numbers
+are the same."""
+
 _EVAL_ROWS = 1 << 18  # members x rows per evaluation forward: bounds its activations' memory
 
 
@@ -226,13 +231,27 @@ class Population:
     a trial can resume alone from a population's checkpoint, and in a population from fit's.
     """
 
-    def __init__(self, *, device: str = "auto", checkpoint_every_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        device: str = "auto",
+        checkpoint_every_s: float = 0.0,
+        members_per_pass: int | None = None,
+    ) -> None:
         if not checkpoint_every_s >= 0:
             raise TrainingError(
                 f"checkpoint_every_s must be >= 0, got checkpoint_every_s = {checkpoint_every_s!r}"
             )
+        if members_per_pass is not None and members_per_pass < 1:
+            raise TrainingError(
+                f"members_per_pass must be >= 1 or None, got members_per_pass = "
+                f"{members_per_pass!r}"
+            )
         self.device = resolve_device(device)
         self.checkpoint_every_s = checkpoint_every_s
+        if members_per_pass is None and self.device.type == "cpu":
+            members_per_pass = CPU_MEMBERS_PER_PASS
+        self.members_per_pass = members_per_pass
         self._members: dict[Hashable, _Member] = {}
         self._stack: _Stack | None = None
         self._structure: _Structure | None = None
@@ -306,7 +325,7 @@ class Population:
             member.torch_rng = state["torch_rng"]
         if self._structure is None:
             self._structure = structure
-            self._stack = _Stack(structure, self.device)
+            self._stack = _Stack(structure, self.device, self.members_per_pass)
         assert self._stack is not None
         self._stack.stage(member, run)
         self._members[key] = member
@@ -526,7 +545,7 @@ class _Structure:
         run = self.run
         members = [_probe_member(run, 0), _probe_member(run, 1)]
         try:
-            stack = _Stack(self, torch.device("cpu"), rows=8)
+            stack = _Stack(self, torch.device("cpu"), members_per_pass=1, rows=8)
             for member in members:
                 stack.stage(member, run)
             stack.sync()
@@ -638,9 +657,16 @@ class _Stack:
     """The members' tensors stacked along a first dimension: parameters, optimizer state,
     per-member hyperparameters; and the stacked forward, loss, optimizer step, evaluation."""
 
-    def __init__(self, structure: _Structure, device: torch.device, rows: int | None = None):
+    def __init__(
+        self,
+        structure: _Structure,
+        device: torch.device,
+        members_per_pass: int | None = None,
+        rows: int | None = None,
+    ):
         run = structure.run
         self.device = device
+        self.members_per_pass = members_per_pass
         self.classifies = run.classifies
         self.loss = run.setup.loss
         self.loss_fn = run.loss_fn
@@ -828,30 +854,39 @@ class _Stack:
         per, dtype = self.per_member, self.params[self.names[0]].dtype
         lr = torch.tensor([m.lr for m in members], dtype=torch.float64, device=dev)
         first = torch.tensor([m.epoch * self.batches for m in members], device=dev)
-        # Everything a step needs that is not a batch, once an epoch, as (batches, K) rows.
+        # Everything a step needs that is not a batch, once an epoch.
         keys = step_keys(per["seed_word"], first, self.batches)
         layers = range(len(self.dropouts))
         dropout_keys = [layer_keys(keys, i).t().contiguous() for i in layers]
         dropout_rates = [(per[f"threshold{i}"], per[f"scale{i}"].to(dtype)) for i in layers]
+        # (batches, K): a step's row and a pass's members are then one view.
         coefficients = {name: c.to(dtype).t().contiguous()
                         for name, c in self._coefficients(lr, per["steps"]).items()}  # fmt: skip
         loss_sum = torch.zeros(count, dtype=torch.float64, device=dev)
         correct = torch.zeros(count, dtype=torch.int64, device=dev)
-        trainable = [self.params[name] for name in self.trainable]
-        for step in range(self.batches):
-            idx = perms[:, step * bs : (step + 1) * bs]
-            xb = _gather(self.train_x, idx)
-            yb = _gather(self.train_y, idx)
-            dropout = [(k[step], *rates) for k, rates in zip(dropout_keys, dropout_rates,
-                                                             strict=True)]  # fmt: skip
-            out = self.forward(self.params, xb, dropout)
-            losses = self.losses(out, yb)
-            grads = torch.autograd.grad(losses.sum(), trainable)
-            with torch.no_grad():
-                self._optimizer_step(grads, {k: c[step] for k, c in coefficients.items()})
-                loss_sum.add_(losses.detach().to(torch.float64), alpha=idx.shape[1])
-                if self.classifies:
-                    correct.add_((out.detach().argmax(dim=-1) == yb).sum(dim=1))
+        size = self.members_per_pass or count
+        for rows in (slice(a, min(a + size, count)) for a in range(0, count, size)):
+            # Views of the stacked tensors: the steps update them in place.
+            params = {name: _leaf(p.detach()[rows], name in self.trainable)
+                      for name, p in self.params.items()}  # fmt: skip
+            state = {name: [t[rows] for t in tensors] for name, tensors in self.state.items()}
+            trainable = [params[name] for name in self.trainable]
+            for step in range(self.batches):
+                idx = perms[rows, step * bs : (step + 1) * bs]
+                xb = _gather(self.train_x, idx)
+                yb = _gather(self.train_y, idx)
+                dropout = [(k[step, rows], threshold[rows], scale[rows])
+                           for k, (threshold, scale) in zip(dropout_keys, dropout_rates,
+                                                            strict=True)]  # fmt: skip
+                out = self.forward(params, xb, dropout)
+                losses = self.losses(out, yb)
+                grads = torch.autograd.grad(losses.sum(), trainable)
+                with torch.no_grad():
+                    scalars = {k: c[step, rows] for k, c in coefficients.items()}
+                    self._optimizer_step(params, state, grads, scalars)
+                    loss_sum[rows].add_(losses.detach().to(torch.float64), alpha=idx.shape[1])
+                    if self.classifies:
+                        correct[rows].add_((out.detach().argmax(dim=-1) == yb).sum(dim=1))
         per["steps"] = per["steps"] + self.batches
         train_loss = (loss_sum / n).tolist()
         if not self.classifies:
@@ -892,22 +927,28 @@ class _Stack:
             "bias2_sqrt": bias2_sqrt,
         }
 
-    def _optimizer_step(self, grads: Sequence[Tensor], c: Mapping[str, Tensor]) -> None:
+    def _optimizer_step(
+        self,
+        params: Mapping[str, Tensor],
+        state: Mapping[str, list[Tensor]],
+        grads: Sequence[Tensor],
+        c: Mapping[str, Tensor],
+    ) -> None:
         """torch.optim.AdamW's or SGD's single-tensor step, per member, with per-member
         scalars as tensors (``c``: this step's, ``(K,)`` each, in the parameters' dtype): the
         same float32 operations in the same order."""
         for name, grad in zip(self.trainable, grads, strict=True):
-            p = self.params[name]
+            p = params[name]
             shape = (p.shape[0],) + (1,) * (p.dim() - 1)
             if self.sgd:
-                (buf,) = self.state[name]
+                (buf,) = state[name]
                 # grad.add(param, alpha=wd) and param.add_(buf, alpha=-lr) are fused
                 # multiply-adds in torch; addcmul with a tensor factor is the same one.
                 g = torch.addcmul(grad, p, c["weight_decay"].view(shape))
                 buf.mul_(c["momentum"].view(shape)).add_(g)
                 p.addcmul_(buf, c["neg_lr"].view(shape))
             else:
-                exp_avg, exp_avg_sq = self.state[name]
+                exp_avg, exp_avg_sq = state[name]
                 p.mul_(c["decay"].view(shape))
                 exp_avg.lerp_(grad, 1 - _BETA1)
                 exp_avg_sq.mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
@@ -926,7 +967,7 @@ class _Stack:
         self.sync()
         rows = [self.row[k] for k in keys]
         n, bs = x.shape[0], self.eval_batch_size
-        chunk = max(1, _EVAL_ROWS // min(bs, n))
+        chunk = max(1, min(_EVAL_ROWS // min(bs, n), self.members_per_pass or len(rows)))
         results: list[tuple[float, float | None]] = []
         for start in range(0, len(rows), chunk):
             index = torch.tensor(rows[start : start + chunk], device=self.device)

@@ -198,8 +198,10 @@ def fit(
 
     The global torch RNG is seeded from ``seed`` for the run and restored afterwards. The
     model's ``nn.Dropout`` layers draw their masks from ``seed`` and the step number instead
-    of the global RNG (see :mod:`tunesvc.training._seeded`), so that a trial trained in a
-    population gets the same masks; a module passed as ``setup.model`` gets them back after.
+    of the global RNG, and each epoch's shuffle is one sort under a key drawn from the seed
+    (see :mod:`tunesvc.training._seeded`), so that a trial trained in a population gets the
+    same masks and batches; a module passed as ``setup.model`` gets its ``nn.Dropout``
+    layers back after.
 
     Raises :class:`TrainingError` for a setup that cannot train, with what to fix.
     """

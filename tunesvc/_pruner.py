@@ -45,7 +45,6 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc._errors import SpecError
-from tunesvc.curves._curves import curves_of
 from tunesvc.curves._diagnosis import (
     LABELS,
     Diagnosis,
@@ -53,6 +52,7 @@ from tunesvc.curves._diagnosis import (
     diagnose,
     diagnose_values,
 )
+from tunesvc.storage._attrs import curves_of
 
 NUM_CLASSES_ATTR = "num_classes"
 """Trial user attribute with the number of classes of a cross-entropy objective, if known."""

@@ -11,7 +11,8 @@ architecture at its default), seeds 0..K-1, ``--epochs`` epochs each. Rows per o
   ``randomness="different"``), one shared shuffle, one ``torch.optim.AdamW`` over the stacked
   parameters (one lr for all), training only, no evaluation.
 - ``population, train only``: tunesvc's stacked loop, per-member shuffles, dropout masks, lr,
-  weight decay (tunesvc.training._population internals), training only.
+  weight decay (tunesvc.training._population internals), training only. On the CPU it trains
+  32 members at a time through each epoch (``CPU_MEMBERS_PER_PASS``), on CUDA all at once.
 - ``population + records``: ``Population.step()`` from ``add`` to the end: epoch 0, training,
   the val evaluation, every member's EpochRecord through its on_epoch callback (a no-op
   here). ``run_population(..., on_epoch=...)`` is the hook for a callback that reports to Optuna.

@@ -11,8 +11,9 @@ Checks, on the device:
   1e-3, accuracies within two samples. Looser than the CPU's 1e-6: on CUDA fit's optimizer
   runs torch's foreach kernels and cuBLAS picks other kernels for batched and single products
   (TF32 stays off, torch's default for matmul); the largest differences seen are printed;
-- removing members (pruned mid-run, diverged) leaves the others' curves as they were (the
-  largest difference is printed; bit for bit on the CPU, cuBLAS may pick by batch count);
+- removing members (pruned mid-run, diverged) leaves the others' curves as they were, within
+  a relative 1e-3 (the largest difference is printed: 0 on the CPU, bit for bit; cuBLAS may
+  pick its kernels by batch count);
 - a population checkpoint resumes on the device to the curves of an uninterrupted run;
 - mnist1d_cnn through vmap: its gap to fit beside fit's own gap to a run whose initial
   weights are perturbed by 1e-7 (this training amplifies any rounding: informational).
@@ -122,7 +123,7 @@ def check_removal(device: str) -> None:
     diverged = ends["diverges"].result
     worst = max(gap(ends[k].result, whole[k].result)[0] for k in MEMBERS)
     check("removing members leaves the others' curves",
-          worst <= 1e-5 and diverged is not None and diverged.diverged,
+          worst <= 1e-3 and diverged is not None and diverged.diverged,
           f"max rel diff {worst:.2e} (0 = bit for bit), diverged member: "
           f"{diverged.reason if diverged else None}")  # fmt: skip
 

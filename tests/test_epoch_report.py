@@ -12,10 +12,12 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from tunesvc._curves import CURVES_ATTR, Curves, curves_of
-from tunesvc._diagnosis import diagnose
+from tunesvc import CURVES_ATTR
 from tunesvc._pruner import LearningCurvePruner
+from tunesvc.curves._curves import Curves
+from tunesvc.curves._diagnosis import diagnose
 from tunesvc.curves._epoch_report import HoldsCurves, report_epoch
+from tunesvc.storage._attrs import curves_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -175,3 +177,22 @@ def test_a_trial_that_holds_its_curves(sqlite_url: str) -> None:
     # It writes its curves itself; report_epoch only reported the metric.
     assert CURVES_ATTR not in study.trials[0].user_attrs
     assert study.trials[0].intermediate_values == {0: 1.0, 1: 0.5, 2: 1 / 3}
+
+
+def test_num_classes_lets_the_pruner_judge_the_initial_loss(sqlite_url: str) -> None:
+    """An epoch-0 loss of 40 is far from log(10): pruned at once, as a structured trial is."""
+    def objective(trial: optuna.Trial) -> float:
+        for epoch, (tl, va) in enumerate([(40.0, 0.1), (2.0, 0.5), (1.0, 0.7)]):
+            report_epoch(trial, epoch, train_loss=tl, val_acc=va, num_classes=10)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return 0.7
+
+    study = optuna.create_study(storage=sqlite_url, direction="maximize",
+                                pruner=LearningCurvePruner(min_epochs=100))
+    study.optimize(objective, n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.last_step == 0
+    assert trial.user_attrs["num_classes"] == 10
+    with pytest.raises(ValueError, match="^num_classes: expected an int >= 2, got 1"):
+        report_epoch(study.ask(), 0, val_acc=0.1, num_classes=1)

@@ -13,8 +13,8 @@ from types import ModuleType
 
 import pytest
 
-from tunesvc._curves import Curves
-from tunesvc._diagnosis import ADVICE, CLIMB_ADVICE, diagnose, diagnose_values
+from tunesvc.curves._curves import Curves
+from tunesvc.curves._diagnosis import ADVICE, CLIMB_ADVICE, diagnose, diagnose_values
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

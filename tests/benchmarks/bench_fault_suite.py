@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tunesvc._curves import Curves
-from tunesvc._training import TrainingSetup, fit
+from tunesvc.curves._curves import Curves
+from tunesvc.training._fit import TrainingSetup, fit
 
 CACHE_VERSION = 1
 """Bump when a model, data set or fault changes, so cached curves are not reused."""
@@ -414,7 +414,7 @@ train curves, ``healthy`` where the curve itself shows nothing wrong. Labels not
 
 def values_table(runs: list[Run]) -> list[str]:
     """diagnose_values on the validation accuracy (maximize) and loss (minimize) alone."""
-    from tunesvc._diagnosis import diagnose_values
+    from tunesvc.curves._diagnosis import diagnose_values
 
     said: dict[tuple[str, str], Counter[str]] = {}
     for r in runs:
@@ -449,7 +449,7 @@ def decisions_table(runs: list[Run], *, values_only: bool = False,
     decision (what stopping there gave up). ``schedule_known``: the diagnosis is told whether
     the learning rate will still fall (``lr_decay_ahead``), as a runner that knows the schedule
     can tell it."""
-    from tunesvc._diagnosis import diagnose, diagnose_values
+    from tunesvc.curves._diagnosis import diagnose, diagnose_values
 
     rows: dict[str, list[tuple[bool, float, str]]] = {"prune": [], "early_stop": []}
     for r in runs:
@@ -490,7 +490,7 @@ def decisions_table(runs: list[Run], *, values_only: bool = False,
 
 
 def main() -> None:
-    from tunesvc._diagnosis import LABELS, diagnose
+    from tunesvc.curves._diagnosis import LABELS, diagnose
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))

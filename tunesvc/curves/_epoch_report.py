@@ -16,7 +16,7 @@ Example::
             val_loss, val_acc = evaluate(model)
             report_epoch(trial, epoch, train_loss=train_loss, val_loss=val_loss,
                          train_acc=train_acc, val_acc=val_acc,
-                         lr=optimizer.param_groups[0]["lr"])
+                         lr=optimizer.param_groups[0]["lr"], num_classes=10)
             if trial.should_prune():
                 raise optuna.TrialPruned()
         return best_val_acc
@@ -35,7 +35,8 @@ from typing import Protocol, runtime_checkable
 import optuna
 from optuna.study import StudyDirection
 
-from tunesvc._curves import CURVE_NAMES, CURVES_ATTR, Curves
+from tunesvc.curves._curves import CURVE_NAMES, Curves
+from tunesvc.storage._attrs import CURVES, NUM_CLASSES
 
 METRIC_DIRECTION = {
     "train_loss": StudyDirection.MINIMIZE,
@@ -64,8 +65,11 @@ class HoldsCurves(Protocol):
 
 @dataclass
 class _Record:
+    """What a trial object keeps between calls."""
+
     curves: Curves = field(default_factory=Curves)
     last_call: float = math.nan
+    num_classes: int | None = None
 
 
 def report_epoch(
@@ -78,6 +82,7 @@ def report_epoch(
     val_acc: float | None = None,
     lr: float | None = None,
     metric: str | None = None,
+    num_classes: int | None = None,
 ) -> float:
     """Record one epoch's curves on ``trial`` and report its metric; returns the value reported.
 
@@ -96,6 +101,9 @@ def report_epoch(
             ``val_loss``, ``train_acc``, ``val_acc``, and one that goes the study's way (a loss
             for ``minimize``, an accuracy for ``maximize``). Default: ``val_acc`` when the study
             maximizes, ``val_loss`` when it minimizes.
+        num_classes: Classes of a cross-entropy loss, recorded on the trial once, so that the
+            diagnosis judges the epoch-0 loss against ``log(num_classes)``
+            (``bad_initial_loss``), as it does for a trial tunesvc trains.
 
     Raises:
         ValueError: the epoch does not increase, the metric is unknown, was not given, or goes
@@ -121,6 +129,10 @@ def report_epoch(
         )
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise ValueError(f"epoch: expected an int >= 0, got {epoch!r}")
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+    ):
+        raise ValueError(f"num_classes: expected an int >= 2, got {num_classes!r}")
 
     record: _Record = getattr(trial, _RECORD_ATTR, None) or _Record()
     holder = trial if isinstance(trial, HoldsCurves) else None
@@ -141,11 +153,14 @@ def report_epoch(
     curves.lr.append(math.nan if lr is None else float(lr))
     curves.seconds.append(now - record.last_call)  # NaN at the first call
     record.last_call = now
+    if num_classes is not None and record.num_classes != num_classes:
+        trial.set_user_attr(*NUM_CLASSES.item(num_classes))
+        record.num_classes = num_classes
     setattr(trial, _RECORD_ATTR, record)
     if holder is not None:
         holder.curves = curves
         holder.store_curves()
     else:
-        trial.set_user_attr(CURVES_ATTR, curves.to_json())
+        trial.set_user_attr(*CURVES.item(curves))
     trial.report(float(value), epoch)
     return float(value)

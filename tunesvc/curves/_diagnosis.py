@@ -7,7 +7,7 @@ its metric through ``trial.report``.
 
 The checks run in a fixed order and the first that matches wins, so a cause comes before its
 symptoms: ``bad_initial_loss``, ``diverged``, ``bad_init``, ``decay_too_early``, ``overfitting``,
-``underfitting``, ``plateau``, then ``healthy``. Fewer than
+``underfitting``, ``plateau``, then ``healthy`` (or ``inconclusive``, below). Fewer than
 :attr:`DiagnosisThresholds.min_points` usable evaluations give ``insufficient_data``.
 
 A diagnosis never claims what its data cannot show. A check whose curves were not recorded is
@@ -391,8 +391,8 @@ def diagnose(
     if found is None and len(train_loss):
         found = _climbed_back(train_loss, th)
     if found is None:
-        found = _collapsed(*(("train_acc", train_acc) if len(train_acc) else ("val_acc", val_acc)),
-                           th)
+        acc_name, acc = ("train_acc", train_acc) if len(train_acc) else ("val_acc", val_acc)
+        found = _collapsed(acc_name, acc, th)
     if found is not None:
         return found
 
@@ -429,8 +429,9 @@ def diagnose(
     found = None if lr_decay_ahead else _plateau(metric, loss, lr, th)
     if found is not None:
         return found
-    missing = [name for name, c in (("the learning rate", lr), ("train curves", train_loss))
-               if not len(c)]
+    missing = ["the learning rate"] if not len(lr) else []
+    if not len(train_loss) and not len(train_acc):
+        missing.append("train curves")
     return _healthy(train_acc if have_acc else None, metric, loss, th, missing=missing)
 
 

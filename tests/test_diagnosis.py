@@ -313,9 +313,16 @@ def any_curves(draw: st.DrawFn) -> Curves:
 
 
 @settings(max_examples=150, deadline=None)
-@given(curves=any_curves(), num_classes=st.sampled_from([None, 2, 10]))
-def test_diagnose_never_crashes(curves: Curves, num_classes: int | None) -> None:
-    d = diagnose(curves, num_classes=num_classes)
+@given(
+    curves=any_curves(),
+    num_classes=st.sampled_from([None, 2, 10]),
+    reference=st.one_of(st.none(), st.floats(0.0, 1.0)),
+    ahead=st.booleans(),
+)
+def test_diagnose_never_crashes(
+    curves: Curves, num_classes: int | None, reference: float | None, ahead: bool
+) -> None:
+    d = diagnose(curves, num_classes=num_classes, reference_acc=reference, lr_decay_ahead=ahead)
     assert d.label in LABELS
     assert d.advice in ALL_ADVICE[d.label]
     data = json.loads(json.dumps(d.to_json(), allow_nan=False))

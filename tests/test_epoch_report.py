@@ -16,7 +16,7 @@ from tunesvc import CURVES_ATTR
 from tunesvc._pruner import LearningCurvePruner
 from tunesvc.curves._curves import Curves
 from tunesvc.curves._diagnosis import diagnose
-from tunesvc.curves._epoch_report import HoldsCurves, report_epoch
+from tunesvc.pruning._epoch_report import HoldsCurves, report_epoch
 from tunesvc.storage._attrs import curves_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

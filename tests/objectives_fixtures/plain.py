@@ -8,7 +8,7 @@ import time
 
 import optuna
 
-from tunesvc.curves._epoch_report import report_epoch
+from tunesvc.pruning._epoch_report import report_epoch
 
 
 def quadratic(trial: optuna.Trial) -> float:

@@ -26,6 +26,7 @@ from tunesvc.curves import (
     diagnose,
     diagnose_values,
 )
+from tunesvc.pruning._epoch_report import HoldsCurves, report_epoch
 from tunesvc.spec import StudySpec, grid_cells, grid_points, parse_spec
 from tunesvc.storage._attrs import CURVES, DIAGNOSIS, curves_of
 
@@ -73,6 +74,7 @@ __all__ = [
     "DiagnosisThresholds",
     "EpochRecord",
     "FitResult",
+    "HoldsCurves",
     "LearningCurvePruner",
     "ObjectiveError",
     "SpecError",
@@ -91,6 +93,7 @@ __all__ = [
     "grid_points",
     "make_pruner",
     "parse_spec",
+    "report_epoch",
     "resolve_device",
     "scheduled_lr",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from tunesvc.curves._curves import CURVE_NAMES, Curves, EpochRecord
 from tunesvc.curves._diagnosis import (
     ADVICE,
+    ALL_ADVICE,
     LABELS,
     Diagnosis,
     DiagnosisThresholds,
@@ -15,6 +16,7 @@ from tunesvc.curves._diagnosis import (
 
 __all__ = [
     "ADVICE",
+    "ALL_ADVICE",
     "CURVE_NAMES",
     "LABELS",
     "Curves",

@@ -16,6 +16,13 @@ from tunesvc.training._fit import (
     resolve_device,
     scheduled_lr,
 )
+from tunesvc.training._population import (
+    MemberEnd,
+    Population,
+    fit_population,
+    group_setups,
+    population_key,
+)
 
 __all__ = [
     "LOSSES",
@@ -23,10 +30,15 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "FitResult",
+    "MemberEnd",
+    "Population",
     "TrainingSetup",
     "fit",
+    "fit_population",
+    "group_setups",
     "load_checkpoint",
     "loss_function",
+    "population_key",
     "resolve_device",
     "save_checkpoint",
     "scheduled_lr",

@@ -212,13 +212,28 @@ def _record_diagnosis(trial: SpecTrial, ctx: TrialContext) -> None:
         trial.label = trial.decision.diagnosis.label
         return  # the pruner's decision already carries the diagnosis
     if trial.curves is not None and len(trial.curves):
-        diagnosis = diagnose(trial.curves, num_classes=attrs.NUM_CLASSES.get(trial))
+        diagnosis = diagnose(trial.curves, num_classes=attrs.NUM_CLASSES.get(trial),
+                             reference_acc=_reference_acc(ctx))
     else:
         reported = trial.reported
         diagnosis = diagnose_values([reported[k] for k in sorted(reported)], ctx.direction,
                                     steps=sorted(reported))
     trial.set_user_attr(*attrs.DIAGNOSIS.item(diagnosis))
     trial.label = diagnosis.label
+
+
+def _reference_acc(ctx: TrialContext) -> float | None:
+    """The best validation accuracy a completed trial of the study reached (underfitting is
+    judged against it), or ``None`` before there is one."""
+    try:
+        best = ctx.retry(lambda: ctx.storage.get_best_trial(ctx.study_id))
+    except ValueError:
+        return None  # no completed trial yet
+    curves = attrs.CURVES.get(best)
+    accs = [a for a in (curves.val_acc if curves is not None else []) if math.isfinite(a)]
+    if accs:
+        return max(accs)
+    return best.value if ctx.metric == "val_acc" else None
 
 
 def _lost(ctx: TrialContext, trial: SpecTrial) -> TrialResult:

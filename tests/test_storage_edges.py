@@ -41,12 +41,11 @@ def test_redact_hides_every_shape_of_password(url: str, shown: str) -> None:
     assert redact(url) == shown
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_password_holding_at_is_never_printed(workers: str) -> None:
+def test_a_password_holding_at_is_never_printed() -> None:
     """The issue's URL: an unescaped '@' in the password; the driver's own error names the
     'host' it was handed, which holds the password's second half."""
     url = "postgresql://bob:s3cret@Passw0rd@127.0.0.1:5434/tunesvc"
-    for args in (["study", "list"], ["study", "run", "x", "--workers", workers],
+    for args in (["study", "list"], ["study", "run", "x", "--workers", "2"],
                  ["study", "create", "x", "--objective", PLAIN, "--n-trials", "1"]):
         done = subprocess.run([TUNESVC, *args, "--storage", url], text=True,
                               capture_output=True, timeout=120)

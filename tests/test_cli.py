@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tunesvc.cli import app
+from tunesvc.storage import open_storage
 
 PLAIN = "tests/objectives_fixtures/plain.py"
 runner = CliRunner()
@@ -75,10 +76,16 @@ def test_create_from_options(storage_url: str) -> None:
     ],
 )
 def test_bad_input_is_one_line(sqlite_url: str, args: list[str], message: str, code: int) -> None:
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    if args[1] != "create":  # a storage to look the study up in
+        open_storage(sqlite_url).engine.dispose()
     exit_code, out, err = cli(*args, storage=sqlite_url)
     assert exit_code == code
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
-    assert cli("study", "list", "--json", storage=sqlite_url)[1].strip() == "[]"
+    if args[1] == "create":
+        assert not db.exists()  # nothing written, not even an empty database
+    else:
+        assert cli("study", "list", "--json", storage=sqlite_url)[1].strip() == "[]"
 
 
 def test_existing_study_and_bad_storage(sqlite_url: str) -> None:

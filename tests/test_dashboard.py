@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from tunesvc import TunesvcError
 from tunesvc.cli import app
 from tunesvc.service import open_dashboard
+from tunesvc.storage import open_storage
 
 REPO = Path(__file__).resolve().parent.parent
 TUNESVC = str(Path(sys.executable).with_name("tunesvc"))
@@ -151,6 +152,7 @@ def test_unreachable_storage_exits_with_the_url_and_reason() -> None:
 
 
 def test_binds_localhost_by_default_and_reports_a_taken_port(sqlite_url: str) -> None:
+    open_storage(sqlite_url).engine.dispose()  # a database to serve (a missing file is refused)
     board = open_dashboard(sqlite_url, port=0)
     try:
         host, port = board.server.server_address[:2]

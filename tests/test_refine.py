@@ -136,7 +136,7 @@ def test_refined_range_is_valid_and_holds_the_top_trials(
 def _parent(url: str, low: float = 1e-4, high: float = 1.0, grid: bool = False) -> None:
     lr_range = {"low": low, "high": high, "log": True, **({"points": 4} if grid else {})}
     spec = parse_spec_dict({"objective": LOG_LR, "direction": "maximize", "pruner": "none",
-                            "epochs": 3, "seed": 3, "params": {"lr": lr_range},
+                            "seed": 3, "params": {"lr": lr_range},
                             **({"sampler": "grid"} if grid else {"n_trials": 8})})
     service.create_study("parent", spec, url)
     service.run_study("parent", url)
@@ -146,14 +146,15 @@ def test_refine_narrows_links_and_runs(storage_url: str) -> None:
     _parent(storage_url)
     result = service.refine_study("parent", "child", storage_url, top=3)
     assert result.parent == "parent" and len(result.top) == 3
-    assert result.epochs == 6 and result.sampler == "random" and result.planned == 8
+    # A plain objective runs its own loop: no epochs to double.
+    assert result.epochs is None and result.sampler == "random" and result.planned == 8
     before, after = result.params_before["lr"], result.params_after["lr"]
     assert before["low"] < after["low"] < 1e-2 < after["high"] < before["high"]
     assert "narrowed" in result.notes[0]
     storage = optuna.storages.RDBStorage(storage_url)
     child = optuna.load_study(study_name="child", storage=storage)
     assert child.user_attrs["parent"] == "parent" and child.user_attrs["stage"] == "refine"
-    assert child.user_attrs["spec"]["epochs"] == 6
+    assert "epochs" not in child.user_attrs["spec"]
     assert child.user_attrs["spec"]["params"]["lr"] == after
     summary = service.run_study("child", storage_url)
     assert len(summary.ran) == 8
@@ -162,8 +163,8 @@ def test_refine_narrows_links_and_runs(storage_url: str) -> None:
 
 def test_refine_widens_at_the_edge(sqlite_url: str) -> None:
     _parent(sqlite_url, low=1e-5, high=5e-3, grid=True)  # the optimum 1e-2 lies above it
-    result = service.refine_study("parent", "child", sqlite_url, top=2, epochs=4)
-    assert result.epochs == 4 and result.sampler == "grid" and result.planned == 4
+    result = service.refine_study("parent", "child", sqlite_url, top=2)
+    assert result.epochs is None and result.sampler == "grid" and result.planned == 4
     assert result.params_after["lr"]["high"] > 5e-3 and result.params_after["lr"]["low"] == 1e-5
     assert "high edge" in result.notes[0] and "widened" in result.notes[0]
 
@@ -199,7 +200,7 @@ def test_cli_refine_one_line_errors_and_json(sqlite_url: str) -> None:
     result = runner.invoke(app, ["study", "refine", "queued", "--into", "c", "--top", "1",
                                  "--json", "--storage", sqlite_url])
     assert result.exit_code == 0, result.output
-    assert '"parent": "queued"' in result.stdout and '"epochs": 20' in result.stdout
+    assert '"parent": "queued"' in result.stdout and '"epochs": null' in result.stdout
 
 
 def test_a_subnormal_bound_is_kept_as_is() -> None:

@@ -76,13 +76,17 @@ def test_spec_and_objective_must_agree(storage_url: str) -> None:
                       params={"lr": {"low": 1e-3, "high": 1e-1, "log": True}})
     service.create_study("ok", spec, storage_url)
     assert {t.state for t in service.run_study("ok", storage_url).ran} == {"COMPLETE"}
-    bad = plain_spec("log_lr", direction="maximize", n_trials=1,
+    bad = plain_spec("log_lr", direction="maximize", n_trials=2,
                      params={"lr": {"low": 1e-3, "high": 1e-1}})  # linear vs log
     service.create_study("bad", bad, storage_url)
-    (trial,) = service.run_study("bad", storage_url).ran
-    assert trial.state == "FAIL"
-    assert "param 'lr': the spec declares float 0.001..0.1 but the objective suggests float " \
-        "1e-05..1.0, log" in (trial.error or "")
+    # Only the objective's own suggestion shows the disagreement: the run stops at the first
+    # trial, which goes back to the queue (no FAIL, no budget spent).
+    with pytest.raises(ObjectiveError, match="param 'lr': the spec declares float 0.001..0.1 "
+                       "but the objective suggests float 1e-05..1.0, log.*the run stopped and "
+                       "trial 0 went back to the queue"):
+        service.run_study("bad", storage_url)
+    assert [(t.state, t.outcome) for t in service.list_trials("bad", storage_url)] == [
+        ("WAITING", None), ("WAITING", None)]
 
 
 def test_create_rejects_and_writes_nothing(storage_url: str) -> None:
@@ -118,6 +122,7 @@ def test_objective_import_error_is_shown(tmp_path: object, storage_url: str) -> 
 
 
 def test_missing_study(storage_url: str) -> None:
+    service.create_study("other", plain_spec(n_trials=1), storage_url)
     with pytest.raises(StudyNotFoundError, match="no study 'ghost'"):
         service.run_study("ghost", storage_url)
     with pytest.raises(StudyNotFoundError):

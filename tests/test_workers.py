@@ -27,6 +27,7 @@ from typer.testing import CliRunner, Result
 from tunesvc import service
 from tunesvc.cli import ProgressDisplay, app
 from tunesvc.spec import parse_spec_dict
+from tunesvc.storage import open_storage
 from tunesvc.worker import TrialResult, WorkerEvent, worker_devices
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,7 +189,8 @@ def test_unreachable_storage_is_one_line(url: str, workers: str, place: str) -> 
 
 def test_old_schema_is_named_and_upgraded(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    assert service.list_studies(url) == []  # creates the current schema
+    open_storage(url).engine.dispose()  # creates the current schema
+    assert service.list_studies(url) == []
     assert not service.upgrade_storage(url).changed
     with sqlite3.connect(tmp_path / "old.db") as conn:  # as an older Optuna left it
         conn.execute("UPDATE alembic_version SET version_num = 'v3.0.0.d'")
@@ -200,7 +202,7 @@ def test_old_schema_is_named_and_upgraded(tmp_path: Path) -> None:
         f"{optuna.__version__} needs {head}); run `tunesvc storage upgrade --storage '{url}'` "
         "(back it up first)")
     newer = tmp_path / "newer.db"
-    assert service.list_studies(f"sqlite:///{newer}") == []
+    open_storage(f"sqlite:///{newer}").engine.dispose()
     with sqlite3.connect(newer) as conn:  # as a newer Optuna would leave it
         conn.execute("UPDATE alembic_version SET version_num = 'v9.9.9.z'")
     refused = cli("study", "list", "--storage", f"sqlite:///{newer}")

@@ -45,3 +45,9 @@ class StudyNotFoundError(TunesvcError):
 
 class TrainingError(TunesvcError):
     """Training cannot run as set up: wrong shapes, unknown optimizer, missing device."""
+
+
+class StudyBusyError(TunesvcError):
+    """The study's trials are running on workers that still beat (``study delete``)."""
+
+    exit_code = 4

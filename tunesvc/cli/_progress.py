@@ -89,8 +89,9 @@ class ProgressDisplay:
         value = f" value={result.value:.4g}" if result.value is not None else ""
         params = " ".join(f"{k}={_fmt(v)}" for k, v in result.params.items())
         detail = f" ({result.error})" if result.error else ""
-        return (f"trial {result.number} {result.state.name.lower()} [{result.outcome}]{value} "
-                f"{params}{detail}")
+        label = f", {result.label}" if result.label else ""
+        return (f"trial {result.number} {result.state.name.lower()} [{result.outcome}{label}]"
+                f"{value} {params}{detail}")
 
     def _render(self) -> Any:
         from rich.markup import escape

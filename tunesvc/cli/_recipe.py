@@ -22,6 +22,7 @@ from tunesvc.cli._app import (
     study_app,
 )
 from tunesvc.presentation import DEFAULT_HOST, DEFAULT_PORT
+from tunesvc.service._recipe import describe_budget  # tunesvc.service exports it soon
 from tunesvc.spec import parse_fixed_params
 from tunesvc.storage import resolve_url
 
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
     from tunesvc.training._checks import CheckReport
 
 ParamOpt = Annotated[list[str] | None, typer.Option(
-    "--param", help="NAME=VALUE fixing one of the objective's params; repeatable.")]
+    "--param", metavar="NAME=VALUE", help="One value fixing one of the objective's params "
+    "(lr=0.01, optimizer=sgd); repeatable.")]
+DeviceOpt = Annotated[str | None, typer.Option(metavar="D", help="cpu, cuda, cuda:N or auto.")]
 
 
 def _print_checks(report: CheckReport) -> None:
@@ -47,9 +50,10 @@ def _print_checks(report: CheckReport) -> None:
 @app.command("check")
 @handles_errors
 def check(
-    objective: Annotated[str, typer.Argument(help="Built-in name, module or path/file.py.")],
+    objective: Annotated[str, typer.Argument(
+        metavar="OBJECTIVE", help="Built-in name, module or path/file.py.")],
     param: ParamOpt = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    device: Annotated[str, typer.Option(metavar="D", help="cpu, cuda, cuda:N or auto.")] = "cpu",
     as_json: JsonOpt = False,
 ) -> None:
     """Before tuning: initial loss against log(num_classes), overfit 5 minibatches, and an LR
@@ -70,14 +74,19 @@ def check(
 @app.command("recipe")
 @handles_errors
 def recipe(
-    objective: Annotated[str, typer.Argument(help="A structured objective (with build).")],
+    objective: Annotated[str, typer.Argument(
+        metavar="OBJECTIVE", help="A structured objective (with build).")],
     budget: Annotated[str, typer.Option(
-        help="tiny, small or medium, then KEY=N overrides: coarse_trials, coarse_epochs, top, "
-        "refine_trials, refine_epochs, final_epochs.")] = "small",
+        metavar="LEVEL[,KEY=N]",
+        help="; ".join(f"{level}: {describe_budget(b)}"
+                       for level, b in service.BUDGETS.items())
+        + ". Then KEY=N overrides: coarse_trials, coarse_epochs, top, refine_trials, "
+        "refine_epochs, final_epochs.")] = "small",
     name: Annotated[str | None, typer.Option(
-        help="Prefix of the studies: NAME-coarse, NAME-refine, NAME-final.")] = None,
+        metavar="PREFIX", help="Prefix of the studies: PREFIX-coarse, PREFIX-refine, "
+        "PREFIX-final (default: OBJECTIVE-recipe).")] = None,
     param: ParamOpt = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+    device: DeviceOpt = None,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -111,8 +120,9 @@ def recipe(
 @handles_errors
 def dashboard(
     storage: StorageOpt = None,
-    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it.")] = DEFAULT_HOST,
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+    host: Annotated[str, typer.Option(
+        metavar="H", help="Address to bind; 0.0.0.0 exposes it.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(metavar="P", help="Port to listen on.")] = DEFAULT_PORT,
 ) -> None:
     """optuna-dashboard on the same storage and artifacts, with tunesvc's notes and figures."""
     board = service.open_dashboard(resolve_url(storage), host, port)
@@ -127,25 +137,32 @@ def dashboard(
 @study_app.command("refine")
 @handles_errors
 def study_refine(
-    name: Annotated[str, typer.Argument(help="The parent study.")],
-    into: Annotated[str, typer.Option("--into", help="Name of the new, refined study.")],
-    top: Annotated[int, typer.Option(help="Narrow around this many best trials.")] = 3,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per trial (default: 2x).")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The parent study.")],
+    into: Annotated[str, typer.Option(
+        "--into", metavar="NEW", help="Name of the new, refined study.")],
+    top: Annotated[int, typer.Option(
+        metavar="K", help="Narrow around this many best trials.")] = 3,
+    epochs: Annotated[int | None, typer.Option(
+        metavar="E", help="Epochs per trial (default: 2x the parent's; structured "
+        "objectives only).")] = None,
     sampler: Annotated[str | None, typer.Option(
-        help="grid or random (default: parent's).")] = None,
-    n_trials: Annotated[int | None, typer.Option(help="Budget (default: parent's).")] = None,
+        metavar="S", help="grid or random (default: parent's).")] = None,
+    n_trials: Annotated[int | None, typer.Option(
+        metavar="N", help="Budget (default: parent's; a grid runs all its cells).")] = None,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A new study linked to NAME, its ranges narrowed around NAME's top trials (widened where
     the best sit at an edge), with more epochs and the same sampler."""
+    quiet_optuna()
     result = service.refine_study(name, into, resolve_url(storage), top=top, epochs=epochs,
                                   sampler=sampler, n_trials=n_trials)
     if as_json:
         print_json(result.to_json())
         return
+    per_trial = "" if result.epochs is None else f", {result.epochs} epochs"
     typer.echo(f"created study {into!r} from the top {len(result.top)} trials of {name!r}: "
-               f"{result.planned} trials queued ({result.sampler}, {result.epochs} epochs)")
+               f"{result.planned} trials queued ({result.sampler}{per_trial})")
     for note in result.notes:
         typer.echo(f"  {note}")
     typer.echo(f"run it with: tunesvc study run {quoted(into)}")
@@ -154,8 +171,9 @@ def study_refine(
 @study_app.command("report")
 @handles_errors
 def study_report(
-    name: Annotated[str, typer.Argument(help="The study.")],
-    out: Annotated[Path | None, typer.Option(help="Folder for NAME.html (default: .).")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The study.")],
+    out: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="Folder for NAME.html (default: .).")] = None,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -24,7 +24,9 @@ from tunesvc.cli._app import (
     study_app,
 )
 from tunesvc.cli._progress import ProgressDisplay
+from tunesvc.service._outputs import trials_csv  # tunesvc.service exports it soon
 from tunesvc.spec import read_spec_file, spec_from_options
+from tunesvc.spec._spec import NAME_RULE
 from tunesvc.storage import redact, resolve_url
 
 
@@ -50,34 +52,42 @@ def _counts(counts: dict[str, int]) -> str:
 @study_app.command("create")
 @handles_errors
 def study_create(
-    name: Annotated[str, typer.Argument(help="Study name; workers join it by this name.")],
-    spec_file: Annotated[Path | None, typer.Option("--spec", help="A TOML study spec.")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help=f"Study name; workers join it by "
+                                        f"this name ({NAME_RULE}).", show_default=False)],
+    spec_file: Annotated[Path | None, typer.Option(
+        "--spec", metavar="FILE", help="A TOML study spec.")] = None,
     objective: Annotated[str | None, typer.Option(
+        metavar="REF",
         help="Built-in (digits_mlp), package.module:function or path/file.py:function.")] = None,
-    sampler: Annotated[str | None, typer.Option(help="grid or random (default random).")] = None,
+    sampler: Annotated[str | None, typer.Option(
+        metavar="S", help="grid or random (default random).")] = None,
     n_trials: Annotated[int | None, typer.Option(
-        help="Study-wide budget; a grid defaults to its size, random to 20.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per trial.")] = None,
+        metavar="N", help="Study-wide budget; a grid defaults to its size, random to 20.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        metavar="E", help="Epochs per trial (structured objectives; a plain objective runs "
+        "its own loop and refuses it).")] = None,
     param: Annotated[list[str] | None, typer.Option(
-        "--param", help="NAME=LOW..HIGH[,log][,int][,points=N] or NAME=[v1, v2] or a TOML "
-        "table; repeatable.")] = None,
-    direction: Annotated[str | None, typer.Option(help="maximize or minimize.")] = None,
+        "--param", metavar="NAME=VALUE",
+        help="NAME=LOW..HIGH[,log][,int][,points=N][,step=S], NAME=[v1, v2], a TOML table, or "
+        "one value that fixes the param; repeatable.")] = None,
+    direction: Annotated[str | None, typer.Option(
+        metavar="D", help="maximize or minimize (default: the objective's).")] = None,
     pruner: Annotated[str | None, typer.Option(
-        help="diagnostic (default), median, hyperband or none.")] = None,
+        metavar="P", help="diagnostic (default), median, hyperband or none.")] = None,
     from_check: Annotated[bool, typer.Option(
-        "--from-check", help="Take lr's range from `tunesvc check`'s LR range test.")] = False,
+        "--from-check", help="Take lr's range from `tunesvc check`'s LR range test (refused "
+        "with an lr of your own).")] = False,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a study from a spec file or from options. Everything is validated first."""
     url = resolve_url(storage)
+    quiet_optuna()
     spec = spec_from_options(None if spec_file is None else read_spec_file(spec_file),
                              objective=objective, sampler=sampler, n_trials=n_trials,
                              epochs=epochs, direction=direction, pruner=pruner,
                              params=param or [])
-    if from_check:
-        spec = service.with_checked_lr(spec)
-    summary = service.create_study(name, spec, url)
+    summary = service.create_study(name, spec, url, from_check=from_check)
     if as_json:
         print_json(summary.to_json())
         return
@@ -89,15 +99,17 @@ def study_create(
 @study_app.command("run")
 @handles_errors
 def study_run(
-    name: Annotated[str, typer.Argument(help="The study to run.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The study to run.")],
     workers: Annotated[int, typer.Option(
-        "--workers", "-w", help="Worker processes on this machine.")] = 1,
+        "--workers", "-w", metavar="K", help="Worker processes on this machine. One worker "
+        "with the diagnostic pruner repeats a run exactly; with several, rung rankings see "
+        "trials finish in another order.")] = 1,
     n_trials: Annotated[int | None, typer.Option(
-        help="Run at most this many trials in this command.")] = None,
+        metavar="N", help="Run at most this many trials in this command.")] = None,
     timeout: Annotated[float | None, typer.Option(
-        help="Start no new trial after this many seconds.")] = None,
+        metavar="S", help="Start no new trial after this many seconds.")] = None,
     device: Annotated[str | None, typer.Option(
-        help="cpu, cuda (workers spread over the GPUs), cuda:N (pinned) or auto; "
+        metavar="D", help="cpu, cuda (workers spread over the GPUs), cuda:N (pinned) or auto; "
         "default: the spec's.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     storage: StorageOpt = None,
@@ -143,7 +155,7 @@ def study_list(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
 @study_app.command("show")
 @handles_errors
 def study_show(
-    name: Annotated[str, typer.Argument(help="The study to show.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The study to show.")],
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -168,30 +180,40 @@ def study_show(
 @study_app.command("best")
 @handles_errors
 def study_best(
-    name: Annotated[str, typer.Argument(help="The study.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The study.")],
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the best completed trial."""
+    """Print the best completed trial and, for a structured objective, its checkpoint (the
+    model's and optimizer's state_dict at the trial's last epoch; torch.load reads it)."""
     best = service.best_trial(name, resolve_url(storage))
     if as_json:
         print_json({"number": best.number, "value": best.value, "params": best.params,
-                    "state": best.state, "diagnosis": best.diagnosis})
+                    "state": best.state, "diagnosis": best.diagnosis,
+                    "checkpoint": best.checkpoint})
         return
     typer.echo(_trial_line(best))
+    if best.checkpoint is not None:
+        typer.echo(f"checkpoint: {best.checkpoint}")
 
 
 @study_app.command("trials")
 @handles_errors
 def study_trials(
-    name: Annotated[str, typer.Argument(help="The study.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The study.")],
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option(
+        "--csv", help="Print CSV: number, state, outcome, value, epochs, diagnosis, then one "
+        "param_NAME column per param.")] = False,
 ) -> None:
     """List every trial with state, value, params and diagnosis."""
     trials = service.list_trials(name, resolve_url(storage))
     if as_json:
         print_json([t.to_json() for t in trials])
+        return
+    if as_csv:
+        typer.echo(trials_csv(trials), nl=False)
         return
     rows = [[str(t.number), t.state, t.outcome or "-", fmt(t.value), str(t.epochs), _label(t),
              _params(t.params)] for t in trials]
@@ -201,16 +223,20 @@ def study_trials(
 @study_app.command("delete")
 @handles_errors
 def study_delete(
-    name: Annotated[str, typer.Argument(help="The study to delete.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The study to delete.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Delete it even while workers run its trials (they stop with an "
+        "error at their next write).")] = False,
     storage: StorageOpt = None,
 ) -> None:
-    """Delete a study and all its trials."""
+    """Delete a study, all its trials and its checkpoints. Refused while workers that still
+    beat run its trials, unless --force."""
     url = resolve_url(storage)
     if not yes:
         if not sys.stdin.isatty():
             raise SpecError(f"refusing to delete {name!r} without --yes (no terminal to ask)")
         typer.confirm(f"delete study {name!r} and all its trials from {redact(url)}?",
                       abort=True)
-    service.delete_study(name, url)
+    service.delete_study(name, url, force=force)
     typer.echo(f"deleted study {name!r}")

@@ -1,16 +1,21 @@
-"""``tunesvc study report``, ``tunesvc dashboard`` and ``tunesvc storage upgrade``: the
-storage opened the tunesvc way (URL resolution, engine settings, one-line errors), then handed
-to what renders or serves it."""
+"""``tunesvc study report``, ``tunesvc dashboard`` and ``study trials --csv``: the storage
+opened the tunesvc way (URL resolution, engine settings, one-line errors), then handed to what
+renders or serves it."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tunesvc._errors import StorageError, TunesvcError
 from tunesvc.presentation import DEFAULT_HOST, DEFAULT_PORT, Dashboard, make_dashboard
 from tunesvc.presentation import render_report as render
+from tunesvc.service._results import TrialInfo
 from tunesvc.service._studies import load_study, opened
 from tunesvc.storage import artifacts_dir, open_storage, redact, storage_errors
 
@@ -55,11 +60,35 @@ def write_report(name: str, url: str, out_dir: Path | None = None) -> ReportResu
     return ReportResult(name, path, count)
 
 
+def trials_csv(trials: Sequence[TrialInfo]) -> str:
+    """``trials`` as CSV text: number, state, outcome, value, epochs, the diagnosis label, then
+    one column per param (``param_NAME``, empty where a trial has none), as sweep tools export
+    them.
+
+    >>> print(trials_csv([TrialInfo(0, "COMPLETE", 0.9, {"lr": 0.01})]), end="")
+    number,state,outcome,value,epochs,diagnosis,param_lr
+    0,COMPLETE,,0.9,0,,0.01
+    """
+    names = sorted({name for t in trials for name in t.params})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["number", "state", "outcome", "value", "epochs", "diagnosis",
+                     *(f"param_{n}" for n in names)])
+    for t in trials:
+        writer.writerow([t.number, t.state, t.outcome or "", "" if t.value is None else t.value,
+                         t.epochs, t.label or "", *(_cell(t.params.get(n)) for n in names)])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
 def open_dashboard(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Dashboard:
     """optuna-dashboard on ``url`` and its artifact store, bound and ready to serve. The
     database is reached now, so an unreachable one fails with its URL (no password) and the
     reason before a server starts."""
-    storage = open_storage(url)
+    storage = open_storage(url, create=False)
     with storage_errors(url):
         storage.get_all_studies()
     folder = artifacts_dir(url)

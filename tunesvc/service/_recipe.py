@@ -14,6 +14,7 @@ attributes), so the dashboard and ``study report`` show where it came from.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from tunesvc.spec import (
     resolve_objective,
     resolve_study,
 )
+from tunesvc.spec._spec import check_device, check_study_name
 from tunesvc.storage import attrs
 from tunesvc.worker import TrialResult
 
@@ -57,6 +59,18 @@ BUDGETS = {
     "medium": Budget(coarse_trials=30, coarse_epochs=8, top=5, refine_trials=20,
                      refine_epochs=16, final_epochs=40),
 }
+
+
+def describe_budget(budget: Budget) -> str:
+    """A budget in words, for help texts and the README.
+
+    >>> describe_budget(BUDGETS["tiny"])
+    '4 coarse trials x 3 epochs, top 2, 3 refined trials x 3 epochs, final 4 epochs'
+    """
+    b = budget
+    return (f"{b.coarse_trials} coarse trials x {b.coarse_epochs} epochs, top {b.top}, "
+            f"{b.refine_trials} refined trials x {b.refine_epochs} epochs, final "
+            f"{b.final_epochs} epochs")
 
 
 def parse_budget(text: str) -> Budget:
@@ -161,7 +175,11 @@ def run_recipe(
     say = progress or (lambda _line: None)
     prefix = prefix or default_prefix(objective)
     names = {stage: f"{prefix}-{stage}" for stage in ("coarse", "refine", "final")}
-    with opened(url) as storage:
+    for study_name in names.values():
+        check_study_name(study_name)
+    if device is not None:
+        check_device(device, "--device")
+    with opened(url, create=True) as storage:
         existing = {s.study_name for s in storage.get_all_studies()}
     taken = sorted(existing & set(names.values()))
     if taken:
@@ -204,8 +222,9 @@ def run_recipe(
     if rows[-1].best_value is None:
         return RecipeResult(objective, checks, rows, None,
                             f"no trial of {names['coarse']} completed ({rows[-1].trials}); see "
-                            f"`tunesvc study trials {names['coarse']}` for why, or give the "
-                            "coarse search more with --budget coarse_trials=N,coarse_epochs=N")
+                            f"`tunesvc study trials {shlex.quote(names['coarse'])}` for why, "
+                            "or give the coarse search more with --budget "
+                            "coarse_trials=N,coarse_epochs=N")
 
     say("stage 3/4: refine")
     refined = refine_study(names["coarse"], names["refine"], url, top=budget.top,

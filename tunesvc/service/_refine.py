@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tunesvc._errors import SpecError, StudyExistsError, TunesvcError
 from tunesvc.service._studies import create_study, list_trials, opened, show_study
-from tunesvc.spec import DEFAULT_EPOCHS, Direction, parse_spec_dict, refine_params
+from tunesvc.spec import (
+    DEFAULT_EPOCHS,
+    Direction,
+    parse_spec_dict,
+    refine_params,
+    resolve_objective,
+    resolve_study,
+)
+from tunesvc.spec._spec import check_study_name
 from tunesvc.storage import attrs
 
 
@@ -27,7 +36,8 @@ class RefineResult:
     params_before: dict[str, Any]
     params_after: dict[str, Any]
     notes: list[str]
-    epochs: int
+    epochs: int | None
+    """Epochs per trial; ``None`` for a plain objective, which trains as long as it likes."""
     sampler: str
     planned: int
 
@@ -54,6 +64,7 @@ def refine_study(
     Ranges narrow around those trials (widen where the best sits at an edge); epochs default to
     twice the parent's; the sampler, seed, pruner and budget are the parent's unless given.
     """
+    check_study_name(into)
     if top < 1:
         raise SpecError(f"--top: expected an integer >= 1, got {top}")
     if epochs is not None and epochs < 1:
@@ -64,23 +75,33 @@ def refine_study(
         taken = any(s.study_name == into for s in storage.get_all_studies())
     if taken:
         raise StudyExistsError(f"study {into!r} already exists; pick another --into name or "
-                               f"`tunesvc study delete {into}`")
+                               f"`tunesvc study delete {shlex.quote(into)}`")
     detail = show_study(name, url)
+    parent_spec = parse_spec_dict(detail.spec)
+    if not parent_spec.params:
+        raise SpecError(f"study {name!r} declares no params, so refine has no range to narrow "
+                        f"(plain objective {parent_spec.objective!r} suggests its own); declare "
+                        "the params to search under [params] (or --param) in a new study")
+    objective = resolve_objective(parent_spec.objective)
     trials = [t for t in list_trials(name, url)
               if t.state == "COMPLETE" and t.value is not None]
     if not trials:
         raise TunesvcError(f"study {name!r} has no completed trial to refine from "
                            f"({_counts(detail.summary.counts)}); run it first "
-                           f"with `tunesvc study run {name}`")
+                           f"with `tunesvc study run {shlex.quote(name)}`")
     direction: Direction = "maximize" if detail.summary.direction == "maximize" else "minimize"
     sign = 1.0 if direction == "maximize" else -1.0
     best = sorted(trials, key=lambda t: (-sign * (t.value or 0.0), t.number))[:top]
-    parent_spec = parse_spec_dict(detail.spec)
     params, notes = refine_params(parent_spec.params, [(t.params, t.value or 0.0) for t in best],
                                   direction)
-    new_epochs = epochs or 2 * (parent_spec.epochs or DEFAULT_EPOCHS)
-    raw = {**parent_spec.to_dict(), "epochs": new_epochs,
-           "params": {n: p.to_dict() for n, p in params.items()}}
+    raw = {**parent_spec.to_dict(), "params": {n: p.to_dict() for n, p in params.items()}}
+    # A plain objective trains as long as it likes: no epochs (an --epochs is refused).
+    raw.pop("epochs", None)
+    new_epochs = epochs
+    if objective.structured:
+        new_epochs = epochs or 2 * (parent_spec.epochs or DEFAULT_EPOCHS)
+    if new_epochs is not None:
+        raw["epochs"] = new_epochs
     if sampler is not None:
         raw["sampler"] = sampler
     if n_trials is not None:
@@ -90,7 +111,7 @@ def refine_study(
     else:
         raw["n_trials"] = parent_spec.n_trials or detail.summary.planned
     spec = parse_spec_dict(raw)
-    summary = create_study(into, spec, url, user_attrs=[
+    summary = create_study(into, spec, url, resolved=resolve_study(spec, objective), user_attrs=[
         attrs.STAGE.item(stage), attrs.PARENT.item(name), attrs.REFINE_NOTES.item(notes),
         attrs.REFINED_FROM.item([t.number for t in best])])
     return RefineResult(

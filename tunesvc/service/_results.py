@@ -26,6 +26,8 @@ class TrialInfo:
     error: str | None = None
     duration_s: float | None = None
     epochs: int = 0
+    checkpoint: str | None = None
+    """The slot's checkpoint file, when asked for (``study best``) and one exists."""
 
     @property
     def label(self) -> str | None:
@@ -48,10 +50,12 @@ class StudySummary:
     planned: int
     counts: dict[str, int]
     best: TrialInfo | None
+    done: int = 0
+    """Slots finished: a slot whose trial was lost or interrupted and ran again counts once."""
 
     @property
     def finished(self) -> int:
-        return sum(self.counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
+        return self.done
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -108,8 +112,10 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def trial_info(t: FrozenTrial) -> TrialInfo:
-    """``t`` as users see it."""
+def trial_info(t: FrozenTrial, *, retried_as: int | None = None) -> TrialInfo:
+    """``t`` as users see it. A trial that another worker failed because its own worker
+    stopped beating shows outcome ``lost`` and says so (``retried_as``: its retry's number,
+    when known)."""
     duration = None
     if t.datetime_start is not None and t.datetime_complete is not None:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
@@ -118,16 +124,27 @@ def trial_info(t: FrozenTrial) -> TrialInfo:
     curves = attrs.CURVES.get(t)
     epochs = len(curves) - 1 if curves is not None else len(t.intermediate_values)
     diagnosis = attrs.DIAGNOSIS.get(t)
+    outcome, error = attrs.OUTCOME.get(t), attrs.ERROR.get(t)
+    if outcome is None and t.state == TrialState.FAIL and attrs.SLOT.get(t) is not None:
+        # Only a worker that finds a trial's heartbeat stale fails it without an outcome.
+        outcome, error = "lost", _lost_error(t, retried_as or attrs.RETRIED_AS.get(t))
     return TrialInfo(
         number=t.number,
         state=t.state.name,
         value=_finite(t.value) if t.values is not None else None,
         # A queued trial's draw sits in Optuna's enqueue attribute until it runs.
         params=dict(t.params or t.system_attrs.get("fixed_params", {})),
-        outcome=attrs.OUTCOME.get(t),
+        outcome=outcome,
         diagnosis=None if diagnosis is None else diagnosis.to_json(),
-        error=attrs.ERROR.get(t),
+        error=error,
         duration_s=None if duration is None else round(duration, 3),
         epochs=max(epochs, 0),
     )
 
+
+
+def _lost_error(t: FrozenTrial, retried_as: int | None) -> str:
+    where = attrs.WORKER.get(t)
+    worker = "" if where is None else f" (pid {where.pid} on {where.host})"
+    retry = "" if retried_as is None else f"; its slot ran again as trial {retried_as}"
+    return f"lost: its worker{worker} stopped sending heartbeats{retry}"

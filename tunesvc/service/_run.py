@@ -13,9 +13,18 @@ from tunesvc._errors import SpecError
 from tunesvc.presentation import DashboardNotes
 from tunesvc.service._results import RunSummary, trial_info
 from tunesvc.service._studies import load_study, opened
+from tunesvc.spec._spec import check_device
 from tunesvc.storage import artifacts_dir, attrs
-from tunesvc.worker import TrialResult, WorkerEvent, WorkerOptions, heartbeat_setting, run_pool
+from tunesvc.worker import (
+    TrialResult,
+    WorkerEvent,
+    WorkerOptions,
+    heartbeat_setting,
+    run_pool,
+    visible_gpus,
+)
 from tunesvc.worker import work as work_on
+from tunesvc.worker._runner import study_deleted
 
 
 def run_study(
@@ -45,6 +54,11 @@ def run_study(
         raise SpecError(f"--timeout: expected seconds > 0, got {timeout}")
     if workers < 1:
         raise SpecError(f"--workers: expected an integer >= 1, got {workers}")
+    if device is not None:
+        check_device(device, "--device")
+    with opened(url) as storage:
+        spec = attrs.study_spec(load_study(storage, name, url), name)
+    _require_device(device or spec.device, "--device" if device else "device (in the spec)")
     interval, max_retries = heartbeat_setting()
     options = WorkerOptions(
         device=device, n_trials=n_trials, timeout=timeout, heartbeat_s=heartbeat_s or interval,
@@ -55,15 +69,26 @@ def run_study(
         results = run_pool(name, url, options, on_event=on_event, on_result=on_result)
         idle = not results
     else:
-        with opened(url) as storage:
+        with opened(url) as storage, study_deleted(storage, name):
             run = work_on(storage, name, url, options, on_event=on_event, on_result=on_result)
         results, idle = run.results, run.idle
-    with opened(url) as storage:
-        study = load_study(storage, name, url)
-        summary = _run_summary(study, results)
+    with opened(url) as storage, study_deleted(storage, name):
+        summary = _run_summary(load_study(storage, name, url), results)
     if idle and not summary.remaining:
         summary = replace(summary, already_finished=True)
     return summary
+
+
+def _require_device(device: str, where: str) -> None:
+    """A :class:`SpecError` before any trial is claimed when this machine lacks ``device``:
+    ``cuda`` or ``cuda:N`` without that GPU would fail every trial it claimed."""
+    if not device.startswith("cuda"):
+        return
+    gpus = visible_gpus()
+    index = device.partition(":")[2]
+    if gpus == 0 or (index and int(index) >= gpus):
+        raise SpecError(f"{where}: {device!r} is not on this machine, which has {gpus} CUDA "
+                        "GPU(s); run the study where one is, or pass --device cpu (or auto)")
 
 
 def _run_summary(study: optuna.Study, results: list[TrialResult]) -> RunSummary:

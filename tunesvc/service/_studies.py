@@ -6,20 +6,32 @@ dataclasses (:mod:`tunesvc.service._results`) that the CLI prints as a table or 
 
 from __future__ import annotations
 
+import math
 import random
+import shlex
 import shutil
+import time
 import uuid
 import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tunesvc._errors import SpecError, StudyExistsError, StudyNotFoundError, TunesvcError
+from tunesvc._errors import (
+    SpecError,
+    StorageError,
+    StudyBusyError,
+    StudyExistsError,
+    StudyNotFoundError,
+    TunesvcError,
+)
 from tunesvc._pruner import make_pruner
+from tunesvc.service._check import check_lr_free, check_setups, with_checked_lr
 from tunesvc.service._results import (
     RunningTrial,
     StudyDetail,
@@ -32,10 +44,13 @@ from tunesvc.spec import (
     ResolvedStudy,
     StudySpec,
     grid_cells,
+    grid_points,
     resolve_objective,
     resolve_study,
     sample_random,
 )
+from tunesvc.spec._objective import check_plain_epochs
+from tunesvc.spec._spec import check_study_name
 from tunesvc.storage import (
     CHECKPOINTS_DIR,
     artifacts_dir,
@@ -45,17 +60,20 @@ from tunesvc.storage import (
     storage_errors,
     study_folder,
 )
-from tunesvc.storage._heartbeats import heartbeat_ages
+from tunesvc.storage._database import checkpoint_path, require_sqlite_file
+from tunesvc.storage._heartbeats import heartbeat_ages, running_heartbeats
+from tunesvc.worker import heartbeat_setting
 
 DEFAULT_RANDOM_TRIALS = 20
 """The budget of a random study whose spec gives no ``n_trials``."""
 
 
 @contextmanager
-def opened(url: str) -> Iterator[optuna.storages.RDBStorage]:
+def opened(url: str, *, create: bool = False) -> Iterator[optuna.storages.RDBStorage]:
     """The storage at ``url``, its connections closed afterwards; database errors inside the
-    block become one-line :class:`~tunesvc.StorageError`\\ s."""
-    storage = open_storage(url)
+    block become one-line :class:`~tunesvc.StorageError`\\ s. A SQLite file that does not
+    exist is an error unless ``create`` (only creating a study creates a database file)."""
+    storage = open_storage(url, create=create)
     try:
         with storage_errors(url):
             yield storage
@@ -100,25 +118,38 @@ def create_study(
     *,
     user_attrs: list[tuple[str, Any]] | None = None,
     resolved: ResolvedStudy | None = None,
+    from_check: bool = False,
 ) -> StudySummary:
     """Validate ``spec`` fully, then create study ``name`` with every trial queued. Nothing is
     written when anything is wrong. ``user_attrs`` are extra study attributes
-    (``attrs.X.item(value)`` pairs); ``resolved`` saves resolving the objective again."""
-    if not name or name.strip() != name:
-        raise SpecError(f"study name: expected a non-empty name without surrounding spaces, "
-                        f"got {name!r}")
-    resolved = resolved or resolve(spec)
+    (``attrs.X.item(value)`` pairs); ``resolved`` saves resolving the objective again;
+    ``from_check`` takes lr's range from the LR range test (:func:`with_checked_lr`), run only
+    once the name is known to be free.
+
+    Validated here: the name (:data:`~tunesvc.spec._spec.NAME_RULE`), the spec against its
+    objective (param names, numbers where the objective takes numbers, no epochs for a plain
+    objective), the pruner's settings, and a structured objective's setup at the corners of
+    the search space (:func:`check_setups`).
+    """
+    check_study_name(name)
+    objective = resolved.objective if resolved is not None else resolve_objective(spec.objective)
+    check_plain_epochs(spec, objective)
+    if from_check:
+        check_lr_free(spec)
+        _require_new(name, url)  # before the LR range test's seconds are spent
+        spec, resolved = with_checked_lr(spec, objective), None
+    resolved = resolved or resolve_study(spec, objective)
     make_pruner(resolved.spec.pruner, resolved.spec.pruner_settings)  # its settings are valid
     planned = plan_trials(resolved.spec)
-    with opened(url) as storage:
+    check_setups(resolved)
+    with opened(url, create=True) as storage:
         if any(s.study_name == name for s in storage.get_all_studies()):
-            raise StudyExistsError(f"study {name!r} already exists in {redact(url)}; pick "
-                                   f"another name or `tunesvc study delete {name}`")
+            raise _exists(name, url)
         try:
             study = optuna.create_study(study_name=name, storage=storage,
                                         direction=resolved.direction)
         except optuna.exceptions.DuplicatedStudyError:
-            raise StudyExistsError(f"study {name!r} already exists in {redact(url)}") from None
+            raise _exists(name, url) from None
         try:
             for key, value in [attrs.SPEC.item(resolved.spec), attrs.UID.item(uuid.uuid4().hex),
                                attrs.METRIC.item(resolved.metric), *(user_attrs or [])]:
@@ -134,21 +165,58 @@ def create_study(
         return summarize(study, resolved.spec)
 
 
-def summarize(study: optuna.Study, spec: StudySpec) -> StudySummary:
-    """``study`` in a few numbers."""
+def _exists(name: str, url: str) -> StudyExistsError:
+    return StudyExistsError(f"study {name!r} already exists in {redact(url)}; pick another "
+                            f"name or `tunesvc study delete {shlex.quote(name)}`")
+
+
+def _require_new(name: str, url: str) -> None:
+    """A :class:`StudyExistsError` when study ``name`` exists (a storage that does not exist
+    yet holds none, and is not created here)."""
+    try:
+        require_sqlite_file(url)
+    except StorageError:
+        return  # no file yet, so no study in it
+    with opened(url) as storage:
+        if any(s.study_name == name for s in storage.get_all_studies()):
+            raise _exists(name, url)
+
+
+def summarize(study: optuna.Study, spec: StudySpec, *, tunesvc: bool = True) -> StudySummary:
+    """``study`` in a few numbers: slots planned and done (a retried slot counts once), trials by
+    state, the best trial. ``tunesvc`` False: a study tunesvc did not create, whose trials are
+    all there is to plan."""
     trials = study.get_trials(deepcopy=False)
     counts = Counter(t.state.name for t in trials)
-    retried = sum(1 for t in trials if attrs.RETRY_OF.get(t) is not None)
+    latest: dict[int, FrozenTrial] = {}
+    for t in trials:  # by number: a slot's retries come after its earlier attempts
+        latest[_slot(t)] = t
+    done = sum(1 for t in latest.values() if t.state.is_finished())
     best = attrs.best_of(trials, study.direction.name.lower())
     return StudySummary(
         name=study.study_name,
         direction=study.direction.name.lower(),
         objective=spec.objective,
         sampler=spec.sampler,
-        planned=len(trials) - retried,
+        planned=max(planned_size(spec) if tunesvc else 0, len(latest)),
         counts=dict(sorted(counts.items())),
         best=None if best is None else trial_info(best),
+        done=done,
     )
+
+
+def _slot(t: FrozenTrial) -> int:
+    slot = attrs.SLOT.get(t)
+    return t.number if slot is None else slot
+
+
+def planned_size(spec: StudySpec) -> int:
+    """How many slots the study runs: its budget, else the grid's size (counted, not built)."""
+    if spec.n_trials is not None:
+        return spec.n_trials
+    if spec.sampler == "grid":
+        return math.prod(len(grid_points(p)) for p in spec.params.values())
+    return DEFAULT_RANDOM_TRIALS
 
 
 def list_studies(url: str) -> list[StudySummary]:
@@ -157,8 +225,9 @@ def list_studies(url: str) -> list[StudySummary]:
     with opened(url) as storage:
         for frozen in storage.get_all_studies():
             study = optuna.load_study(study_name=frozen.study_name, storage=storage)
-            spec = attrs.SPEC.get(study) or StudySpec(objective="(not tunesvc)")
-            out.append(summarize(study, spec))
+            spec = attrs.SPEC.get(study)
+            out.append(summarize(study, spec or StudySpec(objective="(not tunesvc)"),
+                                 tunesvc=spec is not None))
     return out
 
 
@@ -191,28 +260,101 @@ def _running_trial(t: FrozenTrial, age: float | None) -> RunningTrial:
 
 
 def best_trial(name: str, url: str) -> TrialInfo:
-    """The best completed trial of ``name`` (a :class:`TunesvcError` before there is one)."""
+    """The best completed trial of ``name`` (a :class:`TunesvcError` before there is one), with
+    the path of its slot's checkpoint when one exists (a structured objective's: the model and
+    optimizer as its training left them, at its last epoch)."""
     with opened(url) as storage:
         study = load_study(storage, name, url)
         best = attrs.best_of(study.get_trials(deepcopy=False), study.direction.name.lower())
+        folder = study_folder(artifacts_dir(url), study, storage.get_study_id_from_name(name))
     if best is None:
         raise TunesvcError(f"study {name!r} has no completed trial yet; run it with "
-                           f"`tunesvc study run {name}`")
-    return trial_info(best)
+                           f"`tunesvc study run {shlex.quote(name)}`")
+    checkpoint = checkpoint_path(folder, _slot(best))
+    return replace(trial_info(best), checkpoint=str(checkpoint) if checkpoint.is_file() else None)
 
 
 def list_trials(name: str, url: str) -> list[TrialInfo]:
     """Every trial of ``name``, by number."""
     with opened(url) as storage:
         study = load_study(storage, name, url)
-        return [trial_info(t) for t in study.get_trials(deepcopy=False)]
+        trials = study.get_trials(deepcopy=False)
+    retried_as = {attrs.RETRY_OF.get(t): t.number for t in trials}
+    return [trial_info(t, retried_as=retried_as.get(t.number)) for t in trials]
 
 
-def delete_study(name: str, url: str) -> None:
-    """Delete study ``name``, its trials and its artifacts (checkpoints)."""
+def delete_study(name: str, url: str, *, force: bool = False) -> None:
+    """Delete study ``name``, its trials and its artifacts (checkpoints).
+
+    A study whose trials run on workers that still beat (a heartbeat within two intervals of
+    ``$TUNESVC_HEARTBEAT_S``) is refused with a :class:`StudyBusyError` naming them, unless
+    ``force``: those workers then stop at their next write to the study, with one line (a
+    :class:`StudyNotFoundError` from :func:`tunesvc.worker._runner.run_trial`)."""
     with opened(url) as storage:
         study = load_study(storage, name, url)
-        folder = study_folder(artifacts_dir(url), study, storage.get_study_id_from_name(name))
-        optuna.delete_study(study_name=name, storage=storage)
+        study_id = storage.get_study_id_from_name(name)
+        if not force:
+            _refuse_if_running(storage, study, study_id)
+        folder = study_folder(artifacts_dir(url), study, study_id)
+        for _attempt in range(DELETE_ATTEMPTS):
+            if force:
+                _end_unfinished(storage, study, study_id)
+            try:
+                optuna.delete_study(study_name=name, storage=storage)
+            except KeyError:
+                break  # deleted meanwhile
+            if not _exists_id(storage, name, study_id):
+                break
+            time.sleep(0.2)
+        else:
+            raise TunesvcError(f"could not delete study {name!r}: its workers kept writing to "
+                               "it; stop them (Ctrl-C) and delete it again")
     if folder.parent.name == CHECKPOINTS_DIR:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+DELETE_ATTEMPTS = 10
+"""Optuna's delete_study gives up without a word when a worker writes a row of the study
+meanwhile (PostgreSQL and MySQL check the foreign key; SQLite does not): it is tried again."""
+
+
+def _exists_id(storage: optuna.storages.RDBStorage, name: str, study_id: int) -> bool:
+    try:
+        return storage.get_study_id_from_name(name) == study_id
+    except KeyError:
+        return False
+
+
+def _end_unfinished(
+    storage: optuna.storages.RDBStorage, study: optuna.Study, study_id: int
+) -> None:
+    """FAIL every queued and running trial of a study about to be deleted, so that its workers
+    write nothing more to it (Optuna refuses writes to a finished trial) and claim nothing."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,
+                                                          TrialState.RUNNING)):
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except (KeyError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # finished or gone meanwhile
+
+
+def _refuse_if_running(
+    storage: optuna.storages.RDBStorage, study: optuna.Study, study_id: int
+) -> None:
+    interval, _retries = heartbeat_setting()
+    running = {tid: number for tid, (number, age) in running_heartbeats(storage, study_id).items()
+               if age is not None and age <= 2 * interval}
+    if not running:
+        return
+    workers = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number in running.values():
+            where = attrs.WORKER.get(trial) or attrs.Where()
+            workers.append(f"trial {trial.number} on {where.host or '?'} pid {where.pid or '?'}")
+    name = study.study_name
+    raise StudyBusyError(
+        f"study {name!r} has {len(running)} running trial(s) whose workers still beat "
+        f"({'; '.join(workers)}); stop them first, or `tunesvc study delete {shlex.quote(name)} "
+        "--force` (they stop at their next write)"
+    )

@@ -22,7 +22,14 @@ from types import ModuleType
 from typing import Any
 
 from tunesvc._errors import ObjectiveError, SpecError
-from tunesvc.spec._spec import Direction, ParamSpec, StudySpec, parse_params
+from tunesvc.spec._spec import (
+    ChoiceParam,
+    Direction,
+    ParamSpec,
+    RangeParam,
+    StudySpec,
+    parse_params,
+)
 
 BUILTIN_PACKAGE = "objectives"
 
@@ -60,6 +67,42 @@ class Objective:
             raise SpecError(f"{where}{unknown[0]}: objective {self.ref!r} has no such param; "
                             f"it takes {', '.join(sorted(self.param_names))}")
 
+    def check_values(self, values: Mapping[str, Iterable[Any]], where: str = "params.") -> None:
+        """Raise :class:`SpecError` for the first value that is not a number although a
+        structured objective's own param of that name is numeric (its search space is a range
+        or numbers, or its default is a number): ``lr=abc`` or ``lr=1e-4-1e-1`` (a range
+        mistyped) is a string, which no trial could use. A plain objective declares no types
+        here; its suggestions are checked when it runs."""
+        if not self.structured:
+            return
+        for name, given in values.items():
+            example = self._numeric_example(name)
+            if example is None:
+                continue
+            for value in given:
+                if not _is_number(value):
+                    raise SpecError(
+                        f"{where}{name}: objective {self.ref!r} takes a number for {name} "
+                        f"(e.g. {example!r}), got {value!r}; a range is LOW..HIGH, e.g. "
+                        f"{name}=1e-4..1e-1"
+                    )
+
+    def _numeric_example(self, name: str) -> float | int | None:
+        """A number the objective itself uses for param ``name``, or ``None`` when its own
+        param is not numeric (or unknown)."""
+        own = self.search_space.get(name)
+        if isinstance(own, RangeParam):
+            return int(own.low) if own.is_int else own.low
+        if isinstance(own, ChoiceParam):
+            numbers = [v for v in own.values if isinstance(v, int | float) and _is_number(v)]
+            return numbers[0] if numbers and len(numbers) == len(own.values) else None
+        default = self.defaults.get(name)
+        return default if _is_number(default) else None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
 
 DEFAULT_EPOCHS = 10
 """Epochs per trial when neither the spec nor the objective says."""
@@ -82,6 +125,8 @@ def resolve_study(spec: StudySpec, objective: Objective) -> ResolvedStudy:
     ``spec.objective``): its search space, direction and epochs. Raises :class:`SpecError`
     when they disagree."""
     objective.check_params(spec.params)
+    objective.check_values({n: p.values for n, p in spec.params.items()
+                            if isinstance(p, ChoiceParam)})
     params = spec.params or (dict(objective.search_space) if objective.structured else {})
     declared = spec.direction or objective.direction
     if declared not in ("maximize", "minimize"):
@@ -92,9 +137,24 @@ def resolve_study(spec: StudySpec, objective: Objective) -> ResolvedStudy:
         raise SpecError(f"direction: the spec says {spec.direction} but objective "
                         f"{spec.objective!r} declares {objective.direction}")
     epochs = spec.epochs or objective.epochs or DEFAULT_EPOCHS
-    metric = objective.metric or "val_acc"
-    resolved = replace(spec, params=dict(params), direction=direction, epochs=epochs)
+    # What the trials' value is called (optuna-dashboard's axis): a plain objective's own
+    # METRIC (or the function's ``metric`` attribute), else just its value.
+    metric = objective.metric or ("val_acc" if objective.structured else "value")
+    # A plain objective's spec keeps no epochs: it trains as long as it likes (an older
+    # study may still hold some; they are ignored, see check_plain_epochs).
+    resolved = replace(spec, params=dict(params), direction=direction,
+                       epochs=epochs if objective.structured else None)
     return ResolvedStudy(resolved, objective, direction, metric, epochs)
+
+
+def check_plain_epochs(spec: StudySpec, objective: Objective) -> None:
+    """Raise :class:`SpecError` when ``spec`` sets epochs for a plain objective, which runs
+    its own loop: nothing would read them (checked at create; an older study that holds some
+    still runs)."""
+    if not objective.structured and spec.epochs is not None:
+        raise SpecError(f"epochs: objective {spec.objective!r} is a plain objective(trial) that "
+                        "runs its own training loop, so tunesvc cannot set its epochs; drop "
+                        "epochs (--epochs)")
 
 
 def builtin_objectives() -> list[str]:
@@ -154,7 +214,7 @@ def resolve_objective(ref: str) -> Objective:
         if not callable(function):
             raise ObjectiveError(f"objective {ref!r}: {target} has no function {attr!r}")
         return Objective(ref=ref, direction=getattr(function, "direction", None),
-                         function=function)
+                         metric=getattr(function, "metric", None), function=function)
     build = getattr(module, "build", None)
     function = getattr(module, "objective", None)
     if not callable(build) and not callable(function):

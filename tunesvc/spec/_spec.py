@@ -37,9 +37,52 @@ from tunesvc._errors import ObjectiveError, SpecError
 SAMPLERS = ("grid", "random")
 DIRECTIONS = ("maximize", "minimize")
 PRUNERS = ("diagnostic", "median", "hyperband", "none")
+DEVICE_FORMS = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+MAX_NAME_LENGTH = 128
+"""The longest study name: every database Optuna supports stores names of 512 characters, and
+the recipe appends ``-coarse``, ``-refine`` and ``-final`` to its prefix."""
+NAME_RULE = (f"1 to {MAX_NAME_LENGTH} printable characters, no control characters, no leading "
+             "or trailing spaces")
 
 ParamValue = CategoricalChoiceType
 Direction = Literal["maximize", "minimize"]
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it is a valid study name (see :data:`NAME_RULE`), else a :class:`SpecError`
+    that states the rule. Names are data, never paths: tunesvc derives no file name from one.
+
+    >>> check_study_name("coarse lr search")
+    'coarse lr search'
+    """
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"study name: expected {NAME_RULE}; got an empty name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise SpecError(f"study name: expected {NAME_RULE}; got {len(name)} characters "
+                        f"({name[:20]!r}...)")
+    bad = next((c for c in name if not c.isprintable()), None)
+    if bad is not None:
+        raise SpecError(f"study name: expected {NAME_RULE}; got {name!r}, which holds {bad!r}")
+    if name.strip() != name:
+        raise SpecError(f"study name: expected {NAME_RULE}; got {name!r}")
+    return name
+
+
+def check_device(device: object, where: str = "device") -> str:
+    """``device`` if it has one of the forms a trial can train on (``auto``, ``cpu``, ``cuda``,
+    ``cuda:N``), else a :class:`SpecError` naming ``where``. Whether this machine has that
+    device is asked where it runs (see :func:`tunesvc.service.run_study`).
+
+    >>> check_device("cuda:1")
+    'cuda:1'
+    """
+    if isinstance(device, str):
+        kind, colon, index = device.partition(":")
+        if device in ("auto", "cpu", "cuda") or (kind == "cuda" and colon and index.isdigit()
+                                                  and index.isascii()):
+            return device
+    raise SpecError(f"{where}: expected {DEVICE_FORMS}, got {device!r}")
 
 
 @dataclass(frozen=True)
@@ -255,9 +298,7 @@ def parse_spec_dict(data: Mapping[str, Any]) -> StudySpec:
     seed = data.get("seed", 0)
     if not _is_int(seed):
         raise SpecError(f"seed: expected an integer, got {seed!r}")
-    device = data.get("device", "auto")
-    if not isinstance(device, str):
-        raise SpecError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    device = check_device(data.get("device", "auto"))
     # `pruner` is a name, or a TOML table with `name` plus settings ([pruner] in a spec file).
     pruner_raw = data.get("pruner", "diagnostic")
     settings: dict[str, Any] = dict(data.get("pruner_settings") or {})
@@ -303,11 +344,23 @@ def parse_param_option(option: str) -> tuple[str, ParamSpec]:
     head = value.split(",")[0]
     if ".." in head and not value.startswith(("{", "[")):
         return name, _parse_shorthand(name, value)
+    return name, parse_param(name, _toml_value(name, value))
+
+
+def _toml_value(name: str, text: str) -> Any:
+    """``--param NAME=TEXT``'s value: a TOML value, else (a bare word) the text itself. A list
+    or a table that is not valid TOML is an error, never a string."""
     try:
-        raw = tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        raw = value  # a bare word is a single categorical value
-    return name, parse_param(name, raw)
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError as e:
+        if text.startswith(("[", "{")):
+            kind = "list" if text.startswith("[") else "table"
+            reason = str(e).split(" (at ")[0]
+            example = (f'{name}=[64, 128] or {name}=["adamw", "sgd"] (strings quoted)'
+                       if kind == "list" else f"{name}={{ low = 1e-4, high = 1e-1 }}")
+            raise SpecError(f"--param {name}={text}: not a valid TOML {kind} ({reason}); "
+                            f"e.g. {example}") from None
+        return text  # a bare word is a single categorical value
 
 
 def _parse_shorthand(name: str, value: str) -> ParamSpec:
@@ -526,8 +579,11 @@ def parse_fixed_params(options: list[str]) -> dict[str, Any]:
         if not sep or not name or not text:
             raise SpecError(f"--param {option!r}: expected NAME=VALUE with one value, "
                             "e.g. lr=0.01")
-        try:
-            out[name] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[name] = text  # a bare word: a string value such as an optimizer name
+        value = _toml_value(name, text)  # a bare word: a string such as an optimizer name
+        if isinstance(value, list | dict) or ".." in text.split(",")[0]:
+            example = value[0] if isinstance(value, list) and value else "VALUE"
+            raise SpecError(f"--param {name}={text}: expected one value here, e.g. "
+                            f"{name}={example} (ranges and lists are searched by `tunesvc "
+                            "study create`)")
+        out[name] = value
     return out

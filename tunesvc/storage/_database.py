@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import optuna
 import sqlalchemy
@@ -51,7 +53,7 @@ def normalize_url(url: str) -> str:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise StorageError(
-            f"malformed storage URL {_scrub(url)!r}: expected e.g. sqlite:///storage/tunesvc.db "
+            f"malformed storage URL {redact(url)!r}: expected e.g. sqlite:///storage/tunesvc.db "
             "or postgresql://user@host:5432/dbname"
         ) from None
     if parsed.drivername in _DRIVERS:
@@ -64,22 +66,54 @@ def normalize_url(url: str) -> str:
 
 
 def redact(url: str | URL) -> str:
-    """The URL with its password replaced by ``***``."""
+    """The URL with whatever could be a password replaced by ``***``, whatever its shape.
+
+    The password is everything between the first ``:`` after the user name and the LAST ``@``
+    (a password may hold an unescaped ``@``, which URL parsers split at the first one), and
+    the value of any ``password=`` query parameter. Read on the text itself, never through a
+    parser that could misplace it.
+
+    >>> redact("postgresql://bob:s3cret@Passw0rd@127.0.0.1:5434/tunesvc")
+    'postgresql://bob:***@127.0.0.1:5434/tunesvc'
+    """
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return _QUERY_PASSWORD.sub(r"\1***", text)
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{host}"
+    return scheme + sep + _QUERY_PASSWORD.sub(r"\1***", rest)
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)(\w*password=)[^&#]*")
+
+
+def _secrets(url: str) -> list[str]:
+    """Every piece of ``url``'s password that a message could quote: the whole of it (as
+    written and decoded), what a URL parser takes for the password, and what it takes for part
+    of the host (after an unescaped ``@``); longest first."""
+    found: set[str] = set()
+    _scheme, _sep, rest = url.partition("://")
+    userinfo, at, _host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        secret = userinfo.partition(":")[2]
+        found.update({secret, unquote(secret)})
+        found.update(piece for piece in re.split("@|%40", secret) if len(piece) >= 3)
+    found.update(m.group(1) for m in re.finditer(r"(?i)password=([^&#]+)", url))
     try:
-        parsed = make_url(url) if isinstance(url, str) else url
+        password = make_url(url).password
     except (ArgumentError, ValueError):
-        return _scrub(str(url))
-    return parsed.render_as_string(hide_password=True)
+        password = None
+    if password:
+        found.add(str(password))
+    return sorted((s for s in found if s), key=len, reverse=True)
 
 
-def _scrub(text: str) -> str:
-    # A malformed URL may still carry "user:password@"; drop what sits between ':' and '@'.
-    head, at, tail = text.rpartition("@")
-    if not at:
-        return text
-    scheme, sep, userinfo = head.partition("://")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{tail}" if ":" in userinfo else text
+def _scrub_secrets(text: str, url: str) -> str:
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _place(url: URL) -> str:
@@ -155,20 +189,26 @@ def storage_errors(url: str) -> Iterator[None]:
 def _explain(url: str, e: DBAPIError) -> str:
     parsed = make_url(url)
     reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
-    if parsed.password:
-        reason = reason.replace(parsed.password, "***")
-    return f"cannot use storage {redact(url)} ({_place(parsed)}): {reason}"
+    hint = ""
+    if "@" in url.partition("://")[2].rpartition("@")[0]:
+        hint = "; a password holding '@' must be written %40 in the URL"
+    detail = _scrub_secrets(f"({_place(parsed)}): {reason}", url)
+    return f"cannot use storage {redact(url)} {detail}{hint}"
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Open (and create, if new) the Optuna database at ``url`` with tunesvc's engine settings.
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
+    """Open the Optuna database at ``url`` with tunesvc's engine settings; with ``create``, a
+    SQLite file that does not exist is created (with its folder), else it is a
+    :class:`StorageError` and nothing is written (what read-only commands use).
 
     A database whose schema an older Optuna wrote is refused with one line that says to run
     ``tunesvc storage upgrade``; one a newer Optuna wrote, with one that says to upgrade here.
     """
     url = normalize_url(url)
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, ":memory:"):
+    if not create:
+        require_sqlite_file(url)
+    elif parsed.get_backend_name() == "sqlite" and parsed.database not in (None, ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     with storage_errors(url), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -180,6 +220,20 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             storage.engine.dispose()  # connections opened during set-up lack the settings
         _check_schema(storage, url)
     return storage
+
+
+def require_sqlite_file(url: str) -> None:
+    """A :class:`StorageError` when ``url`` names a SQLite file that does not exist: reading
+    one would create it (a typo in ``--storage`` would leave an empty database behind)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if not Path(parsed.database).is_file():
+        raise StorageError(
+            f"no SQLite file {parsed.database} (storage {redact(url)}): nothing to read there; "
+            "check --storage or $TUNESVC_STORAGE, or create a study first with "
+            "`tunesvc study create`"
+        )
 
 
 def _check_schema(storage: optuna.storages.RDBStorage, url: str) -> None:
@@ -200,8 +254,10 @@ def _check_schema(storage: optuna.storages.RDBStorage, url: str) -> None:
 
 
 def artifacts_dir(url: str) -> Path:
-    """Where checkpoints and figures go: ``$TUNESVC_ARTIFACTS``, else ``storage/artifacts``
-    beside the default SQLite file (a path machines that share a filesystem can all reach)."""
+    """Where checkpoints and figures go: ``$TUNESVC_ARTIFACTS``; else, for a SQLite file, the
+    folder ``artifacts`` beside it (``storage/artifacts`` for the default file); else (a
+    database server) ``storage/artifacts`` under the working directory. Workers on several
+    machines set ``$TUNESVC_ARTIFACTS`` to a filesystem they all reach."""
     env = os.environ.get(ARTIFACTS_ENV)
     if env:
         return Path(env)
@@ -236,6 +292,12 @@ def study_folder(artifacts: Path, study: optuna.Study, study_id: int) -> Path:
     return artifacts / CHECKPOINTS_DIR / uid
 
 
+def checkpoint_path(study_dir: Path, slot: int) -> Path:
+    """Where slot ``slot``'s checkpoint lives in the study's folder (:func:`study_folder`):
+    keyed by slot, so a retried trial resumes where the lost one stopped."""
+    return study_dir / f"slot-{slot}" / "checkpoint.pt"
+
+
 @dataclass(frozen=True)
 class UpgradeResult:
     """What ``tunesvc storage upgrade`` did: the schema revision before and after."""
@@ -254,6 +316,7 @@ def upgrade_storage(url: str) -> UpgradeResult:
     migration, as ``optuna storage upgrade`` runs it). Back the database up first."""
     url = normalize_url(url)
     parsed = make_url(url)
+    require_sqlite_file(url)
     with storage_errors(url), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         storage = optuna.storages.RDBStorage(

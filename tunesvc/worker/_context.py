@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 
 from tunesvc.spec import Direction, Objective, ResolvedStudy, StudySpec
+from tunesvc.storage._database import checkpoint_path
 from tunesvc.worker._events import ObserverThread, StopRequest, WorkerEvent
 from tunesvc.worker._heartbeat import HEARTBEAT_INTERVAL_S, DatabaseHealth, retry_db
 from tunesvc.worker._writer import TrialWriter
@@ -81,5 +82,5 @@ class TrialContext:
         """Where slot ``slot``'s checkpoint lives: keyed by slot, so a retried trial resumes
         where the lost one stopped; in the study's own folder, so it belongs to this study of
         this storage and to no other, ever."""
-        return self.study_dir / f"slot-{slot}" / "checkpoint.pt"
+        return checkpoint_path(self.study_dir, slot)
 

@@ -33,6 +33,8 @@ class TrialResult:
     value: float | None
     error: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    """The label of the trial's diagnosis (``healthy``, ``overfitting``, ...), if it got one."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ _Call = tuple[str, int | None, bool]
 class ObserverThread:
     """Runs observers in one daemon thread, in the order the worker calls them, so that the
     training loop never waits for a note or a figure. An observer that raises is logged and
-    skipped: a note is for people and never fails a trial. :meth:`close` waits for what is
+    skipped: a note is for people and never fails a trial (a trial or study deleted meanwhile,
+    Optuna's ``KeyError``, is skipped without a word). :meth:`close` waits for what is
     queued (the study's final note) before the worker process ends.
     """
 
@@ -131,6 +134,9 @@ class ObserverThread:
                         observer.trial_finished(self._ref, trial_id)
                     else:
                         observer.study_changed(self._ref, final=final)
+                except KeyError as e:  # Optuna's "Record does not exist.": study deleted
+                    _logger.debug("%s: trial %s is gone (%s)", type(observer).__name__,
+                                  trial_id, e)
                 except Exception as e:  # noqa: BLE001 - see the class docstring
                     _logger.warning("%s could not record trial %s: %s: %s",
                                     type(observer).__name__, trial_id, type(e).__name__, e)

@@ -14,6 +14,7 @@ their trials are then retried by the heartbeat mechanism. A worker whose parent 
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.context
 import os
@@ -28,10 +29,11 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 
 from tunesvc import _errors
-from tunesvc._errors import TunesvcError
+from tunesvc._errors import SpecError, TunesvcError
 from tunesvc.storage import open_storage
 from tunesvc.worker._events import Budget, TrialResult, WorkerEvent
 from tunesvc.worker._loop import WorkerOptions, work
+from tunesvc.worker._runner import study_deleted
 
 STOP_GRACE_S = 8.0
 """Seconds the parent waits for stopping workers before killing them."""
@@ -64,6 +66,7 @@ class WorkerFailed:
     worker: int
     error_class: str
     message: str
+    exit_code: int = 1
 
 
 def _share_cores(workers: int) -> None:
@@ -89,9 +92,10 @@ def _worker_main(
     # the others need.
     try:
         storage = open_storage(url)
-        work(storage, name, url, options, on_event=_sender(events), budget=budget)
+        with study_deleted(storage, name):
+            work(storage, name, url, options, on_event=_sender(events), budget=budget)
     except TunesvcError as e:
-        _send(events, WorkerFailed(options.index, type(e).__name__, str(e)))
+        _send(events, WorkerFailed(options.index, type(e).__name__, str(e), e.exit_code))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -155,7 +159,8 @@ def run_pool(
     readers = [reader for reader, _ in pipes]
     results: list[TrialResult] = []
     failures: list[WorkerFailed] = []
-    stopping: list[float] = []
+    stopping: list[float] = []  # a stop signal: the run ends with KeyboardInterrupt
+    halting: list[float] = []  # a worker met an error that stops the run: the others stop too
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if not stopping:
@@ -173,7 +178,8 @@ def run_pool(
         for _, writer in pipes:
             writer.close()  # the workers hold them; a reader sees EOF when its worker ends
         while readers:
-            if stopping and time.monotonic() - stopping[0] > STOP_GRACE_S:
+            since = (stopping or halting or [math.inf])[0]
+            if time.monotonic() - since > STOP_GRACE_S:
                 for p in procs:
                     if p.is_alive():
                         p.kill()
@@ -186,6 +192,13 @@ def run_pool(
                     continue
                 if isinstance(event, WorkerFailed):
                     failures.append(event)
+                    if event.exit_code == SpecError.exit_code and not halting:
+                        # The spec or objective is wrong for every trial: stop the others
+                        # gracefully (their trials are queued again), as a stop signal would.
+                        halting.append(time.monotonic())
+                        for p in procs:
+                            if p.pid is not None and p.is_alive():
+                                os.kill(p.pid, signal.SIGTERM)
                     continue
                 if event.kind == "finished" and event.result is not None:
                     results.append(event.result)
@@ -204,7 +217,7 @@ def run_pool(
                 p.join()
     if stopping:
         raise KeyboardInterrupt
-    if failures and not results:
+    if failures:  # even when other trials ran: a worker that ended with an error is no success
         first = failures[0]
         error_class = getattr(_errors, first.error_class, TunesvcError)
         raise error_class(first.message)

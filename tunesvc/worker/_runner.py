@@ -11,11 +11,14 @@ PRUNED with outcome ``diverged``, FAIL with the error recorded.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import optuna
 from optuna.trial import TrialState
 
-from tunesvc._errors import ObjectiveError, TunesvcError
+from tunesvc._errors import ObjectiveError, StudyNotFoundError, TunesvcError
 from tunesvc._pruner import LearningCurvePruner
 from tunesvc.curves import Curves, EpochRecord, diagnose, diagnose_values
 from tunesvc.storage import attrs
@@ -34,7 +37,52 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
     Ctrl-C (or a stop request) marks the trial FAIL (``interrupted``), queues its params again
     and re-raises, so no trial is left RUNNING. A trial that another worker failed meanwhile
     (its heartbeats did not arrive) is left to its retry: outcome ``lost``, nothing written.
+
+    A plain objective whose suggestions disagree with the spec stops the run: the trial goes
+    back to the queue (WAITING, no budget spent) and :class:`ObjectiveError` is raised. A study
+    deleted while its trial runs (``study delete --force``) raises
+    :class:`StudyNotFoundError`: there is nothing left to record.
     """
+    try:
+        return _run_claimed(ctx, trial_id)
+    except KeyError:  # Optuna's "Record does not exist.": the trial's study may be gone
+        gone = _study_gone(ctx)
+        if gone is None:
+            raise
+        raise gone from None
+
+
+@contextmanager
+def study_deleted(storage: optuna.storages.RDBStorage, name: str) -> Iterator[None]:
+    """Around a worker's run of study ``name``: Optuna's ``KeyError`` ("Record does not
+    exist."), met when the study was deleted meanwhile (``study delete --force``), becomes one
+    :class:`StudyNotFoundError` line."""
+    try:
+        yield
+    except (KeyError, StudyNotFoundError):
+        try:
+            storage.get_study_id_from_name(name)
+        except KeyError:
+            raise _deleted(name) from None
+        raise
+
+
+def _deleted(name: str) -> StudyNotFoundError:
+    return StudyNotFoundError(f"study {name!r} was deleted while worker pid {os.getpid()} ran "
+                              "it; the worker stopped")
+
+
+def _study_gone(ctx: TrialContext) -> StudyNotFoundError | None:
+    name = ctx.study.study_name
+    try:
+        if ctx.storage.get_study_id_from_name(name) == ctx.study_id:
+            return None
+    except KeyError:
+        pass
+    return _deleted(name)
+
+
+def _run_claimed(ctx: TrialContext, trial_id: int) -> TrialResult:
     queued = ctx.retry(lambda: ctx.storage.get_trial(trial_id))
     slot = attrs.SLOT.get(queued)
     slot = queued.number if slot is None else slot
@@ -86,11 +134,14 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
             state, outcome, error = TrialState.FAIL, "failed", str(e)
         except Exception as e:  # the user's objective raised: this trial fails, the run goes on
             state, outcome, error = TrialState.FAIL, "failed", f"{type(e).__name__}: {e}"
+        if trial.mismatch is not None:
+            raise _put_back(ctx, trial, trial.mismatch)
         if not _finish(ctx, trial, state, outcome, value, error):
             return _lost(ctx, trial)
     if ctx.observers is not None:
         ctx.observers.trial_finished(trial_id)
-    result = TrialResult(trial.number, state, outcome, value, error, dict(trial.params))
+    result = TrialResult(trial.number, state, outcome, value, error, dict(trial.params),
+                         label=trial.label)
     ctx.emit(WorkerEvent("finished", ctx.worker, trial.number, result=result))
     return result
 
@@ -144,8 +195,21 @@ def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str
     return ("early_stopped" if result.stopped_early else "completed"), float(result.value)
 
 
+def _put_back(ctx: TrialContext, trial: SpecTrial, mismatch: ObjectiveError) -> ObjectiveError:
+    """Queue ``trial`` again as it was (WAITING on its slot, never FAIL: the spec is wrong, not
+    the trial) and say why the run stops."""
+    if ctx._writer is not None:
+        ctx._writer.drain()  # its reports so far land before it is queued again
+    tid = trial.trial_id
+    ctx.retry(lambda: ctx.storage.set_trial_state_values(tid, TrialState.WAITING))
+    return ObjectiveError(f"{mismatch}; the run stopped and trial {trial.number} went back to "
+                          "the queue (fix the objective, or create the study again with a spec "
+                          "that agrees)")
+
+
 def _record_diagnosis(trial: SpecTrial, ctx: TrialContext) -> None:
     if trial.decision is not None:
+        trial.label = trial.decision.diagnosis.label
         return  # the pruner's decision already carries the diagnosis
     if trial.curves is not None and len(trial.curves):
         diagnosis = diagnose(trial.curves, num_classes=attrs.NUM_CLASSES.get(trial),
@@ -155,6 +219,7 @@ def _record_diagnosis(trial: SpecTrial, ctx: TrialContext) -> None:
         diagnosis = diagnose_values([reported[k] for k in sorted(reported)], ctx.direction,
                                     steps=sorted(reported))
     trial.set_user_attr(*attrs.DIAGNOSIS.item(diagnosis))
+    trial.label = diagnosis.label
 
 
 def _reference_acc(ctx: TrialContext) -> float | None:
@@ -174,6 +239,9 @@ def _reference_acc(ctx: TrialContext) -> float | None:
 def _lost(ctx: TrialContext, trial: SpecTrial) -> TrialResult:
     if ctx._writer is not None:
         ctx._writer.drain()  # this trial's remaining writes met the same finished trial
+    gone = _study_gone(ctx)  # `study delete --force` fails the trial, then deletes the study
+    if gone is not None:
+        raise gone
     return TrialResult(trial.number, TrialState.FAIL, "lost", None,
                        "another worker failed this trial (no heartbeat); its retry runs it",
                        dict(trial.params))

@@ -52,19 +52,28 @@ class SpecTrial(_Trial):
         self._curves_stored = 0
         self._curves_stored_at = -math.inf
         self.decision: Any = None
+        self.label: str | None = None
+        """The label of the diagnosis recorded when the trial ended."""
+        self.mismatch: ObjectiveError | None = None
+        """The first suggestion that disagreed with the spec: the spec, not this trial, is
+        wrong, so the run stops and the trial goes back to the queue (see run_trial)."""
         self._background = isinstance(
             study.pruner, LearningCurvePruner | optuna.pruners.NopPruner
         )
 
     def _check(self, name: str, distribution: BaseDistribution) -> None:
         declared = self._ctx.spec.params.get(name)
-        if declared is not None:
-            check_agreement(name, declared, distribution)
-        elif self._ctx.spec.sampler == "grid":
-            raise ObjectiveError(
-                f"param {name!r}: the objective suggests it but the grid spec does not declare "
-                "it; add it to [params] with points or values"
-            )
+        try:
+            if declared is not None:
+                check_agreement(name, declared, distribution)
+            elif self._ctx.spec.sampler == "grid":
+                raise ObjectiveError(
+                    f"param {name!r}: the objective suggests it but the grid spec does not "
+                    "declare it; add it to [params] with points or values"
+                )
+        except ObjectiveError as e:
+            self.mismatch = self.mismatch or e  # kept: the objective may catch what it raises
+            raise
 
     def suggest_float(
         self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False

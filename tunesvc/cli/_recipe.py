@@ -22,12 +22,12 @@ from tunesvc.cli._app import (
     study_app,
 )
 from tunesvc.presentation import DEFAULT_HOST, DEFAULT_PORT
-from tunesvc.service._recipe import describe_budget  # tunesvc.service exports it soon
+from tunesvc.service import describe_budget
 from tunesvc.spec import parse_fixed_params
 from tunesvc.storage import resolve_url
 
 if TYPE_CHECKING:
-    from tunesvc.training._checks import CheckReport
+    from tunesvc.training import CheckReport
 
 ParamOpt = Annotated[list[str] | None, typer.Option(
     "--param", metavar="NAME=VALUE", help="One value fixing one of the objective's params "

@@ -24,9 +24,8 @@ from tunesvc.cli._app import (
     study_app,
 )
 from tunesvc.cli._progress import ProgressDisplay
-from tunesvc.service._outputs import trials_csv  # tunesvc.service exports it soon
-from tunesvc.spec import read_spec_file, spec_from_options
-from tunesvc.spec._spec import NAME_RULE
+from tunesvc.service import trials_csv
+from tunesvc.spec import NAME_RULE, read_spec_file, spec_from_options
 from tunesvc.storage import redact, resolve_url
 
 

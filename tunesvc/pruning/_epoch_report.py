@@ -35,8 +35,8 @@ from typing import Protocol, runtime_checkable
 import optuna
 from optuna.study import StudyDirection
 
-from tunesvc.curves._curves import CURVE_NAMES, Curves
-from tunesvc.storage._attrs import CURVES, NUM_CLASSES
+from tunesvc.curves import CURVE_NAMES, Curves
+from tunesvc.storage import attrs
 
 METRIC_DIRECTION = {
     "train_loss": StudyDirection.MINIMIZE,
@@ -154,13 +154,13 @@ def report_epoch(
     curves.seconds.append(now - record.last_call)  # NaN at the first call
     record.last_call = now
     if num_classes is not None and record.num_classes != num_classes:
-        trial.set_user_attr(*NUM_CLASSES.item(num_classes))
+        trial.set_user_attr(*attrs.NUM_CLASSES.item(num_classes))
         record.num_classes = num_classes
     setattr(trial, _RECORD_ATTR, record)
     if holder is not None:
         holder.curves = curves
         holder.store_curves()
     else:
-        trial.set_user_attr(*CURVES.item(curves))
+        trial.set_user_attr(*attrs.CURVES.item(curves))
     trial.report(float(value), epoch)
     return float(value)

@@ -15,14 +15,27 @@ Example::
 
 from __future__ import annotations
 
-from tunesvc.service._check import build_setup, run_checks, with_checked_lr
-from tunesvc.service._outputs import ReportResult, open_dashboard, report_filename, write_report
+from tunesvc.service._check import (
+    build_setup,
+    check_lr_free,
+    check_setups,
+    run_checks,
+    with_checked_lr,
+)
+from tunesvc.service._outputs import (
+    ReportResult,
+    open_dashboard,
+    report_filename,
+    trials_csv,
+    write_report,
+)
 from tunesvc.service._recipe import (
     BUDGETS,
     Budget,
     RecipeResult,
     StageRow,
     default_prefix,
+    describe_budget,
     parse_budget,
     run_recipe,
 )
@@ -65,9 +78,12 @@ __all__ = [
     "UpgradeResult",
     "best_trial",
     "build_setup",
+    "check_lr_free",
+    "check_setups",
     "create_study",
     "default_prefix",
     "delete_study",
+    "describe_budget",
     "list_studies",
     "list_trials",
     "open_dashboard",
@@ -81,6 +97,7 @@ __all__ = [
     "run_study",
     "show_study",
     "trial_info",
+    "trials_csv",
     "upgrade_storage",
     "with_checked_lr",
     "write_report",

@@ -15,13 +15,12 @@ from tunesvc.spec import (
     RangeParam,
     ResolvedStudy,
     StudySpec,
+    check_device,
     resolve_objective,
 )
-from tunesvc.spec._spec import check_device
 
 if TYPE_CHECKING:
-    from tunesvc.training import TrainingSetup
-    from tunesvc.training._checks import CheckReport
+    from tunesvc.training import CheckReport, TrainingSetup
 
 CHECKS = ("initial_loss", "overfit_batches", "lr_range")
 
@@ -60,7 +59,7 @@ def check_setups(resolved: ResolvedStudy) -> None:
     Two builds cost what starting two trials costs (the built-ins load cached data); params
     between the corners are not built, so a value only one draw reaches still fails its trial.
     """
-    from tunesvc.training._fit import _check_setup  # the plain-value checks fit runs first
+    from tunesvc.training import check_setup_values  # the plain-value checks fit runs first
 
     objective = resolved.objective
     if not objective.structured:
@@ -70,7 +69,7 @@ def check_setups(resolved: ResolvedStudy) -> None:
     for corner in corners[: 1 if corners[0] == corners[1] else 2]:
         try:
             setup = build_setup(objective, corner, where="params.")
-            _check_setup(setup, resolved.epochs, 0.0)
+            check_setup_values(setup, resolved.epochs, 0.0)
         except (ObjectiveError, TrainingError) as e:
             given = ", ".join(f"{k} = {v!r}" for k, v in corner.items())
             raise SpecError(f"params: objective {objective.ref!r} cannot train with {given}: "
@@ -99,7 +98,7 @@ def run_checks(
     A plain ``objective(trial)`` has no setup to check: every check is skipped and says why.
     With ``stop_at_failure`` the checks after a failed one are skipped.
     """
-    from tunesvc.training._checks import CheckReport, CheckResult, check_setup
+    from tunesvc.training import CheckReport, CheckResult, check_setup
 
     check_device(device, "--device")
     resolved = resolve_objective(objective) if isinstance(objective, str) else objective
@@ -121,7 +120,7 @@ def with_checked_lr(spec: StudySpec, objective: Objective | None = None) -> Stud
     the ``points`` of the objective's own ``lr``, so a grid study still has a grid. A spec that
     gives lr itself is refused (:func:`check_lr_free`). Raises :class:`ObjectiveError` when the
     test cannot suggest a range, with the reason."""
-    from tunesvc.training._checks import suggest_lr_range
+    from tunesvc.training import suggest_lr_range
 
     objective = objective or resolve_objective(spec.objective)
     if not objective.structured:

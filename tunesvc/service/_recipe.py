@@ -28,16 +28,17 @@ from tunesvc.service._studies import best_trial, create_study, opened, show_stud
 from tunesvc.spec import (
     ChoiceParam,
     ParamSpec,
+    check_device,
+    check_study_name,
     parse_spec_dict,
     resolve_objective,
     resolve_study,
 )
-from tunesvc.spec._spec import check_device, check_study_name
 from tunesvc.storage import attrs
 from tunesvc.worker import TrialResult
 
 if TYPE_CHECKING:
-    from tunesvc.training._checks import CheckReport
+    from tunesvc.training import CheckReport
 
 
 @dataclass(frozen=True)

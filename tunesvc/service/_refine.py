@@ -13,12 +13,12 @@ from tunesvc.service._studies import create_study, list_trials, opened, show_stu
 from tunesvc.spec import (
     DEFAULT_EPOCHS,
     Direction,
+    check_study_name,
     parse_spec_dict,
     refine_params,
     resolve_objective,
     resolve_study,
 )
-from tunesvc.spec._spec import check_study_name
 from tunesvc.storage import attrs
 
 

@@ -13,7 +13,7 @@ from tunesvc._errors import SpecError
 from tunesvc.presentation import DashboardNotes
 from tunesvc.service._results import RunSummary, trial_info
 from tunesvc.service._studies import load_study, opened
-from tunesvc.spec._spec import check_device
+from tunesvc.spec import check_device
 from tunesvc.storage import artifacts_dir, attrs
 from tunesvc.worker import (
     TrialResult,
@@ -21,10 +21,10 @@ from tunesvc.worker import (
     WorkerOptions,
     heartbeat_setting,
     run_pool,
+    study_deleted,
     visible_gpus,
 )
 from tunesvc.worker import work as work_on
-from tunesvc.worker._runner import study_deleted
 
 
 def run_study(

@@ -43,24 +43,25 @@ from tunesvc.spec import (
     ParamValue,
     ResolvedStudy,
     StudySpec,
+    check_plain_epochs,
+    check_study_name,
     grid_cells,
     grid_points,
     resolve_objective,
     resolve_study,
     sample_random,
 )
-from tunesvc.spec._objective import check_plain_epochs
-from tunesvc.spec._spec import check_study_name
 from tunesvc.storage import (
     CHECKPOINTS_DIR,
     artifacts_dir,
     attrs,
+    checkpoint_path,
     open_storage,
     redact,
+    require_sqlite_file,
     storage_errors,
     study_folder,
 )
-from tunesvc.storage._database import checkpoint_path, require_sqlite_file
 from tunesvc.storage._heartbeats import heartbeat_ages, running_heartbeats
 from tunesvc.worker import heartbeat_setting
 

@@ -8,17 +8,23 @@ from tunesvc.spec._objective import (
     Objective,
     ResolvedStudy,
     builtin_objectives,
+    check_plain_epochs,
     resolve_objective,
     resolve_study,
 )
 from tunesvc.spec._refine import refine_params
 from tunesvc.spec._spec import (
+    MAX_NAME_LENGTH,
+    NAME_RULE,
     ChoiceParam,
     Direction,
     ParamSpec,
     ParamValue,
     RangeParam,
     StudySpec,
+    check_agreement,
+    check_device,
+    check_study_name,
     grid_cells,
     grid_points,
     parse_fixed_params,
@@ -32,6 +38,8 @@ from tunesvc.spec._spec import (
 
 __all__ = [
     "DEFAULT_EPOCHS",
+    "MAX_NAME_LENGTH",
+    "NAME_RULE",
     "ChoiceParam",
     "Direction",
     "Objective",
@@ -41,6 +49,10 @@ __all__ = [
     "ResolvedStudy",
     "StudySpec",
     "builtin_objectives",
+    "check_agreement",
+    "check_device",
+    "check_plain_epochs",
+    "check_study_name",
     "grid_cells",
     "grid_points",
     "parse_fixed_params",

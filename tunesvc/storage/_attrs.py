@@ -23,9 +23,8 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
 from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc._errors import SpecError, TunesvcError
-from tunesvc.curves._curves import Curves
-from tunesvc.curves._diagnosis import Diagnosis
-from tunesvc.spec._spec import StudySpec, parse_spec_dict
+from tunesvc.curves import Curves, Diagnosis
+from tunesvc.spec import StudySpec, parse_spec_dict
 
 T = TypeVar("T")
 

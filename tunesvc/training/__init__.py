@@ -4,6 +4,12 @@ pre-tuning checks. Knows nothing of Optuna."""
 from __future__ import annotations
 
 from tunesvc.training._checkpoint import load_checkpoint, save_checkpoint
+from tunesvc.training._checks import (
+    CheckReport,
+    CheckResult,
+    check_setup,
+    suggest_lr_range,
+)
 from tunesvc.training._fit import (
     LOSSES,
     METRIC_DIRECTIONS,
@@ -11,6 +17,7 @@ from tunesvc.training._fit import (
     SCHEDULES,
     FitResult,
     TrainingSetup,
+    check_setup_values,
     fit,
     loss_function,
     resolve_device,
@@ -29,10 +36,14 @@ __all__ = [
     "METRIC_DIRECTIONS",
     "OPTIMIZERS",
     "SCHEDULES",
+    "CheckReport",
+    "CheckResult",
     "FitResult",
     "MemberEnd",
     "Population",
     "TrainingSetup",
+    "check_setup",
+    "check_setup_values",
     "fit",
     "fit_population",
     "group_setups",
@@ -42,4 +53,5 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "scheduled_lr",
+    "suggest_lr_range",
 ]

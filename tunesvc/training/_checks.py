@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from tunesvc._errors import TrainingError
-from tunesvc.spec._spec import RangeParam
+from tunesvc.spec import RangeParam
 from tunesvc.training._fit import (
     TrainingSetup,
     classifies,

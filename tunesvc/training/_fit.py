@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from tunesvc._errors import TrainingError
-from tunesvc.curves._curves import CURVE_NAMES, Curves, EpochRecord
+from tunesvc.curves import CURVE_NAMES, Curves, EpochRecord
 from tunesvc.training._checkpoint import load_checkpoint, save_checkpoint
 from tunesvc.training._seeded import (
     DropoutSwap,
@@ -205,7 +205,7 @@ def fit(
 
     Raises :class:`TrainingError` for a setup that cannot train, with what to fix.
     """
-    _check_setup(setup, epochs, checkpoint_every_s)
+    check_setup_values(setup, epochs, checkpoint_every_s)
     dev = resolve_device(device)
     rng_devices = [dev.index] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
@@ -662,8 +662,11 @@ def classifies(loss: str | LossFn, out: Tensor, y: Tensor) -> bool:
             and out.shape[0] == y.shape[0])
 
 
-def _check_setup(setup: TrainingSetup, epochs: int, checkpoint_every_s: float) -> None:
-    """Plain-value checks, before anything is built or moved."""
+def check_setup_values(
+    setup: TrainingSetup, epochs: int, checkpoint_every_s: float = 0.0
+) -> None:
+    """Raise :class:`TrainingError` for a value of ``setup`` that cannot train (checked before
+    anything is built or moved)."""
     if setup.optimizer not in OPTIMIZERS:
         raise TrainingError(_choice_message("optimizer", setup.optimizer, OPTIMIZERS))
     if setup.schedule not in SCHEDULES:

@@ -47,15 +47,15 @@ from torch.func import functional_call, vmap
 from torch.utils.data import TensorDataset
 
 from tunesvc._errors import TrainingError
-from tunesvc.curves._curves import Curves, EpochRecord
+from tunesvc.curves import Curves, EpochRecord
 from tunesvc.training._checkpoint import load_checkpoint, save_checkpoint
 from tunesvc.training._fit import (
     FitResult,
     OnEpoch,
     TrainingSetup,
-    _check_setup,
     _record_at,
     _Run,
+    check_setup_values,
     fit_result,
     resolve_device,
     scheduled_lr,
@@ -289,7 +289,7 @@ class Population:
         """
         if key in self._members:
             raise TrainingError(f"population already has a member {key!r}; keys must differ")
-        _check_setup(setup, epochs, self.checkpoint_every_s)
+        check_setup_values(setup, epochs, self.checkpoint_every_s)
         state = load_checkpoint(checkpoint_path) if checkpoint_path and resume else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

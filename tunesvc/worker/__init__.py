@@ -8,6 +8,9 @@ from tunesvc.worker._devices import visible_gpus, worker_devices
 from tunesvc.worker._events import Budget, Observer, TrialResult, WorkerEvent
 from tunesvc.worker._loop import WorkerOptions, WorkerRun, heartbeat_setting, work
 from tunesvc.worker._pool import run_pool
+from tunesvc.worker._runner import (
+    study_deleted,
+)
 
 __all__ = [
     "Budget",
@@ -18,6 +21,7 @@ __all__ = [
     "WorkerRun",
     "heartbeat_setting",
     "run_pool",
+    "study_deleted",
     "visible_gpus",
     "work",
     "worker_devices",

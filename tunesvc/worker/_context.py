@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 
 from tunesvc.spec import Direction, Objective, ResolvedStudy, StudySpec
-from tunesvc.storage._database import checkpoint_path
+from tunesvc.storage import checkpoint_path
 from tunesvc.worker._events import ObserverThread, StopRequest, WorkerEvent
 from tunesvc.worker._heartbeat import HEARTBEAT_INTERVAL_S, DatabaseHealth, retry_db
 from tunesvc.worker._writer import TrialWriter

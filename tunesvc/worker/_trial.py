@@ -28,8 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tunesvc._errors import ObjectiveError
 from tunesvc._pruner import LearningCurvePruner
 from tunesvc.curves import Curves
-from tunesvc.spec import ChoiceParam, Direction, ParamSpec, RangeParam
-from tunesvc.spec._spec import check_agreement
+from tunesvc.spec import ChoiceParam, Direction, ParamSpec, RangeParam, check_agreement
 from tunesvc.storage import attrs
 from tunesvc.worker._events import WorkerEvent
 

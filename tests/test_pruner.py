@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc._errors import SpecError
-from tunesvc._pruner import NUM_CLASSES_ATTR, Decision, LearningCurvePruner, make_pruner
+from tunesvc.pruning._pruner import NUM_CLASSES_ATTR, Decision, LearningCurvePruner, make_pruner
 from tunesvc.curves._curves import CURVES_ATTR, Curves
 from tunesvc.curves._diagnosis import LABELS
 

@@ -22,7 +22,7 @@ from tunesvc.curves._curves import CURVES_ATTR, DIAGNOSIS_ATTR, Curves, EpochRec
 from tunesvc.spec._spec import StudySpec, grid_cells, grid_points, parse_spec
 
 if TYPE_CHECKING:
-    from tunesvc._pruner import Decision, LearningCurvePruner, make_pruner
+    from tunesvc.pruning._pruner import Decision, LearningCurvePruner, make_pruner
     from tunesvc.curves._diagnosis import Diagnosis, DiagnosisThresholds, diagnose, diagnose_values
     from tunesvc.training._fit import (
         FitResult,
@@ -44,9 +44,9 @@ _LAZY = {
     "DiagnosisThresholds": "tunesvc.curves._diagnosis",
     "diagnose": "tunesvc.curves._diagnosis",
     "diagnose_values": "tunesvc.curves._diagnosis",
-    "Decision": "tunesvc._pruner",
-    "LearningCurvePruner": "tunesvc._pruner",
-    "make_pruner": "tunesvc._pruner",
+    "Decision": "tunesvc.pruning._pruner",
+    "LearningCurvePruner": "tunesvc.pruning._pruner",
+    "make_pruner": "tunesvc.pruning._pruner",
 }
 
 

@@ -29,7 +29,7 @@ import optuna
 import sqlalchemy
 from optuna.storages._rdb import models
 
-from tunesvc._pruner import LearningCurvePruner
+from tunesvc.pruning._pruner import LearningCurvePruner
 
 PG_URL = os.environ.get("TUNESVC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 EPOCHS = 20

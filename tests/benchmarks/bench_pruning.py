@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 import torch
 
-from tunesvc._pruner import NUM_CLASSES_ATTR, LearningCurvePruner
+from tunesvc.pruning._pruner import NUM_CLASSES_ATTR, LearningCurvePruner
 from tunesvc.curves._curves import CURVES_ATTR, Curves
 from tunesvc.training._fit import fit
 

@@ -231,7 +231,7 @@ def plan_trials(spec: StudySpec) -> list[dict[str, ParamValue]]:
 
 
 def _validate_pruner(spec: StudySpec) -> None:
-    from tunesvc._pruner import make_pruner
+    from tunesvc.pruning._pruner import make_pruner
 
     make_pruner(spec.pruner, spec.pruner_settings)
 
@@ -318,7 +318,7 @@ def build_context(
     study: optuna.Study, storage: optuna.storages.RDBStorage, url: str,
     device: str | None = None, *, heartbeat_s: int = HEARTBEAT_INTERVAL_S,
 ) -> TrialContext:
-    from tunesvc._pruner import make_pruner
+    from tunesvc.pruning._pruner import make_pruner
 
     spec = stored_spec(study)
     try:

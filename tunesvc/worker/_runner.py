@@ -34,7 +34,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc._errors import ObjectiveError, TunesvcError
-from tunesvc._pruner import NUM_CLASSES_ATTR
+from tunesvc.pruning._pruner import NUM_CLASSES_ATTR
 from tunesvc.curves._curves import CURVES_ATTR, DIAGNOSIS_ATTR, OUTCOME_ATTR, Curves, EpochRecord
 from tunesvc.spec._objective import Objective
 from tunesvc.spec._spec import ChoiceParam, Direction, ParamSpec, RangeParam, StudySpec
@@ -287,7 +287,7 @@ class SpecTrial(_Trial):
     """
 
     def __init__(self, study: optuna.Study, trial_id: int, ctx: TrialContext) -> None:
-        from tunesvc._pruner import LearningCurvePruner
+        from tunesvc.pruning._pruner import LearningCurvePruner
 
         super().__init__(study, trial_id)
         self._ctx = ctx
@@ -409,7 +409,7 @@ class SpecTrial(_Trial):
         )
 
     def should_prune(self) -> bool:
-        from tunesvc._pruner import LearningCurvePruner
+        from tunesvc.pruning._pruner import LearningCurvePruner
 
         pruner = self.study.pruner
         if not isinstance(pruner, LearningCurvePruner):
@@ -470,7 +470,7 @@ def _record_diagnosis(trial: SpecTrial, ctx: TrialContext) -> None:
 
 
 def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str, float | None]:
-    from tunesvc._pruner import LearningCurvePruner
+    from tunesvc.pruning._pruner import LearningCurvePruner
     from tunesvc.training._fit import fit
 
     assert ctx.objective.build is not None
@@ -527,7 +527,7 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
     RUNNING. A trial that another worker failed meanwhile (its heartbeats did not arrive) is left
     to its retry: outcome ``lost``, nothing written.
     """
-    from tunesvc._pruner import LearningCurvePruner
+    from tunesvc.pruning._pruner import LearningCurvePruner
 
     queued = ctx.retry(lambda: ctx.storage.get_trial(trial_id))
     slot = int(queued.user_attrs.get(SLOT_ATTR, queued.number))

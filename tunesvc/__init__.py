@@ -22,8 +22,8 @@ from tunesvc.curves._curves import CURVES_ATTR, DIAGNOSIS_ATTR, Curves, EpochRec
 from tunesvc.spec._spec import StudySpec, grid_cells, grid_points, parse_spec
 
 if TYPE_CHECKING:
-    from tunesvc.pruning._pruner import Decision, LearningCurvePruner, make_pruner
     from tunesvc.curves._diagnosis import Diagnosis, DiagnosisThresholds, diagnose, diagnose_values
+    from tunesvc.pruning._pruner import Decision, LearningCurvePruner, make_pruner, should_stop
     from tunesvc.training._fit import (
         FitResult,
         TrainingSetup,
@@ -47,6 +47,7 @@ _LAZY = {
     "Decision": "tunesvc.pruning._pruner",
     "LearningCurvePruner": "tunesvc.pruning._pruner",
     "make_pruner": "tunesvc.pruning._pruner",
+    "should_stop": "tunesvc.pruning._pruner",
 }
 
 
@@ -85,4 +86,5 @@ __all__ = [
     "parse_spec",
     "resolve_device",
     "scheduled_lr",
+    "should_stop",
 ]

@@ -30,8 +30,8 @@ from typing import Any
 import optuna
 import torch
 
-from tunesvc.pruning._pruner import NUM_CLASSES_ATTR, LearningCurvePruner
 from tunesvc.curves._curves import CURVES_ATTR, Curves
+from tunesvc.pruning._pruner import NUM_CLASSES_ATTR, LearningCurvePruner
 from tunesvc.training._fit import fit
 
 TOLERANCE = 0.005  # 0.5 accuracy points

@@ -34,8 +34,8 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc._errors import ObjectiveError, TunesvcError
-from tunesvc.pruning._pruner import NUM_CLASSES_ATTR
 from tunesvc.curves._curves import CURVES_ATTR, DIAGNOSIS_ATTR, OUTCOME_ATTR, Curves, EpochRecord
+from tunesvc.pruning._pruner import NUM_CLASSES_ATTR
 from tunesvc.spec._objective import Objective
 from tunesvc.spec._spec import ChoiceParam, Direction, ParamSpec, RangeParam, StudySpec
 from tunesvc.worker._heartbeat import (
@@ -415,7 +415,7 @@ class SpecTrial(_Trial):
         if not isinstance(pruner, LearningCurvePruner):
             return bool(self._ctx.retry(lambda: _Trial.should_prune(self)))
         frozen = self.frozen()
-        decision = self._ctx.retry(lambda: pruner.decide(self.study, frozen))
+        decision = self._ctx.retry(lambda: pruner.decision_for(self.study, frozen))
         if decision.action != "continue":
             self.decision = decision
             self._record_attr(DIAGNOSIS_ATTR, decision.diagnosis.to_json())
@@ -527,16 +527,12 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
     RUNNING. A trial that another worker failed meanwhile (its heartbeats did not arrive) is left
     to its retry: outcome ``lost``, nothing written.
     """
-    from tunesvc.pruning._pruner import LearningCurvePruner
-
     queued = ctx.retry(lambda: ctx.storage.get_trial(trial_id))
     slot = int(queued.user_attrs.get(SLOT_ATTR, queued.number))
     # Params the spec does not declare are drawn per slot, so they too are the same whichever
     # worker runs the slot, and the same again on a retry.
     ctx.study.sampler = optuna.samplers.RandomSampler(seed=ctx.spec.seed * 1_000_003 + slot)
     trial = ctx.retry(lambda: SpecTrial(ctx.study, trial_id, ctx))
-    if isinstance(ctx.study.pruner, LearningCurvePruner):
-        ctx.study.pruner.warm(ctx.study)  # its first rung decision then finds them read
     ctx.emit(WorkerEvent("claimed", ctx.worker, trial.number, device=ctx.device,
                          direction=ctx.direction))
     state, outcome, value, error = TrialState.COMPLETE, "completed", None, None

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunesvc.curves._forecast import FLOOR, SHORT_OPTIMISM, Forecast, forecast
+from tunesvc.curves._forecast import FLOOR, SHORT_OPTIMISM, Forecast, evaluation_noise, forecast
 
 NAN = math.nan
 
@@ -131,3 +131,32 @@ def test_forecast_scales_with_the_metric(values: list[float], scale: float) -> N
     assert f is not None and g is not None
     for a, b in ((f.low, g.low), (f.value, g.value), (f.high, g.high), (f.rate, g.rate)):
         assert b == pytest.approx(a * scale, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("values", "noise"),
+    [
+        ([0.5 + 0.01 * i for i in range(12)], 0.0),  # a straight line has none
+        ([0.9] * 12, 0.0),
+        # Alternating +-0.01 around a flat line: |second differences| are all 0.04.
+        ([0.9 + 0.01 * (-1) ** i for i in range(12)], 0.04 / math.sqrt(6 * 2 / math.pi)),
+        ([0.9] * 4, None),  # its later half has too few points
+    ],
+)
+def test_evaluation_noise(values: list[float], noise: float | None) -> None:
+    got = evaluation_noise(list(range(1, len(values) + 1)), values)
+    assert got == (None if noise is None else pytest.approx(noise, abs=1e-12))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=2, max_size=30),
+    noise=st.floats(min_value=0.0, max_value=0.1),
+)
+def test_noise_only_widens_the_forecast(values: list[float], noise: float) -> None:
+    steps = list(range(1, len(values) + 1))
+    quiet = forecast(steps, values, 40)
+    noisy = forecast(steps, values, 40, noise=noise)
+    assert quiet is not None and noisy is not None
+    assert noisy.low == quiet.low
+    assert noisy.high >= quiet.high and noisy.gain_left >= quiet.gain_left

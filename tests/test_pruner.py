@@ -30,9 +30,11 @@ def curve(quality: float, epochs: int = EPOCHS, speed: float = 0.7) -> dict[int,
 
 
 def finished(*qualities: float) -> FinishedTrials:
+    """Completed trials whose curves level off early (a curve still bending at its end reads
+    as evaluation noise, which keeps the pruner from stopping anything early)."""
     board = FinishedTrials()
     for i, q in enumerate(qualities):
-        board.add(i, "COMPLETE", curve(q))
+        board.add(i, "COMPLETE", curve(q, speed=0.4))
     return board
 
 
@@ -89,7 +91,7 @@ def test_prunes_when_the_forecast_falls_short_of_the_best_completed_trial() -> N
     assert decision.action == "prune"
     e = decision.diagnosis.evidence
     assert e["decided_by"] == "forecast" and e["decided_at_epoch"] == 4
-    assert e["bar"] == pytest.approx(max(curve(0.9).values()))
+    assert e["bar"] == pytest.approx(max(curve(0.9, speed=0.4).values()))
     assert e["best_so_far"] <= e["forecast"] <= e["forecast_optimistic"] < e["bar"]
     assert e["rank"] == 3 and e["completed_trials"] == 3 and e["horizon"] == EPOCHS
     assert "short of the best completed trial" in decision.diagnosis.reason
@@ -109,7 +111,8 @@ def test_early_stops_a_converged_curve() -> None:
     flat = {e: 0.95 for e in range(1, 7)}
     decision = PRUNER.decide(flat, None, finished(0.9), "maximize")
     assert decision.action == "early_stop"
-    assert decision.diagnosis.evidence["gain_left"] == 0.0
+    e = decision.diagnosis.evidence
+    assert e["gain_left"] < e["min_gain"]  # no trend left, only the completed curves' noise
     assert "converged" in decision.diagnosis.reason
     never = LearningCurvePruner(max_epochs=EPOCHS, min_gain=0)
     assert never.decide(flat, None, finished(0.9), "maximize").action == "continue"
@@ -204,11 +207,9 @@ def running(study: optuna.Study, values: dict[int, float]) -> FrozenTrial:
 
 
 def add_completed(study: optuna.Study, qualities: list[float]) -> None:
+    curves = [curve(q, speed=0.4) for q in qualities]
     study.add_trials(
-        [
-            optuna.trial.create_trial(value=max(curve(q).values()), intermediate_values=curve(q))
-            for q in qualities
-        ]
+        [optuna.trial.create_trial(value=max(c.values()), intermediate_values=c) for c in curves]
     )
 
 

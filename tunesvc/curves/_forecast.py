@@ -23,10 +23,15 @@ where the curve's *best so far* will be at the last epoch, the ``horizon``.
   ``stop_window`` epochs) would still add by the horizon: under ``min_gain`` the curve has
   converged for all practical purposes and the trial can stop early.
 
+A noisy validation set moves the best so far by chance too. Given the evaluation ``noise`` (one
+standard deviation, :func:`evaluation_noise`), ``high`` and ``gain_left`` both add what the
+largest of the remaining evaluations' noise is expected to reach, ``noise * sqrt(2 ln(n + 1))``
+for ``n`` epochs left: a dip of a noisy curve is not mistaken for a halt.
+
 Example::
 
     f = forecast([1, 2, 3, 4], [0.50, 0.70, 0.78, 0.81], horizon=50)
-    f.low, f.value, f.high  # 0.81, about 0.87, about 1.0 (one point of gain per epoch still)
+    f.low, f.value, f.high  # 0.81, 0.87, 1.12: still 3 points per epoch, slowing down
 """
 
 from __future__ import annotations
@@ -54,6 +59,11 @@ FLOOR = 0.0025
 """Added to ``high``'s gain as a fraction of the best value so far: a flat curve may still move
 this much (0.0025: 0.23 points at 90% accuracy, in percent or as a fraction alike)."""
 
+RATE_NOISE_Z = 2.0
+"""With evaluation noise ``sigma``, the rate behind ``high`` is taken this many standard errors
+higher: a difference of two evaluations ``w`` epochs apart has standard error
+``sigma * sqrt(2) / w``, so a noisy dip does not read as a halt."""
+
 MAX_DECAY = 3.0
 """The largest decay exponent of the rate the point forecast believes."""
 
@@ -80,6 +90,7 @@ def forecast(
     values: Sequence[float],
     horizon: int,
     *,
+    noise: float = 0.0,
     floor: float = FLOOR,
     short_optimism: float = SHORT_OPTIMISM,
 ) -> Forecast | None:
@@ -97,17 +108,36 @@ def forecast(
     step, best = ts[-1], best_upto[-1]
     if step >= horizon:
         return Forecast(step, horizon, best, best, best, 0.0, 0.0)
-    rate = _rate(ts, best_upto, max(1, math.ceil(step * RATE_WINDOW_FRACTION)))
+    w = max(1, math.ceil(step * RATE_WINDOW_FRACTION))
+    rate = _rate(ts, best_upto, w)
     if rate is None:
         return None
+    if noise > 0:
+        rate += RATE_NOISE_Z * noise * math.sqrt(2) / w
     log_gain = rate * step * math.log(horizon / step)
     optimism = short_optimism if step <= SHORT_STEPS else 1.0
-    high = best + optimism * (log_gain + floor * abs(best))
+    luck = noise * math.sqrt(2 * math.log(horizon - step + 1)) if noise > 0 else 0.0
+    high = best + optimism * (log_gain + floor * abs(best)) + luck
     value = min(high, best + _decayed_gain(ts, best_upto, rate, horizon, log_gain))
     window = max(STOP_WINDOW, math.ceil(step * STOP_WINDOW_FRACTION))
     slow = _rate(ts, best_upto, window)
-    gain_left = math.inf if slow is None else slow * step * math.log(horizon / step)
+    gain_left = math.inf if slow is None else slow * step * math.log(horizon / step) + luck
     return Forecast(step, horizon, best, value, high, rate, gain_left)
+
+
+def evaluation_noise(steps: Sequence[int], values: Sequence[float]) -> float | None:
+    """The evaluation noise of a curve (one standard deviation), from its later half, where it
+    is nearly straight: second differences ``v[i+1] - 2 v[i] + v[i-1]`` cancel a locally linear
+    trend and leave noise of variance ``6 sigma**2``, whose mean absolute value is
+    ``sqrt(6) sqrt(2 / pi) sigma`` for Gaussian noise. (The mean, not the median: a validation
+    accuracy counted on a few hundred samples moves in steps, and most of its second differences
+    are 0.) ``None`` with fewer than three second differences there."""
+    later = [v for _, v in _clean(steps, values)]
+    later = later[len(later) // 2 :]
+    d2 = [abs(later[i + 1] - 2 * later[i] + later[i - 1]) for i in range(1, len(later) - 1)]
+    if len(d2) < 3:
+        return None
+    return sum(d2) / len(d2) / (math.sqrt(6) * math.sqrt(2 / math.pi))
 
 
 def _clean(steps: Sequence[int], values: Sequence[float]) -> list[tuple[int, float]]:

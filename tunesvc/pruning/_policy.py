@@ -6,15 +6,16 @@ For a running trial at its last reported step the policy answers ``continue``, `
 up to date (:meth:`FinishedTrials.add`).
 
 - **prune** when even the optimistic end of the curve's forecast
-  (:func:`~tunesvc.curves._forecast.forecast`, ``high``) stays below the bar: the best value a
-  completed trial reached. Such a trial cannot become the study's best unless its curve bends
-  upwards later, which a concave extrapolation does not foresee.
+  (:func:`~tunesvc.curves._forecast.forecast`, ``high``, allowing for the evaluation noise the
+  completed trials' curves show) stays below the bar: the best value a completed trial reached.
+  Such a trial cannot become the study's best unless its curve bends upwards later, which a
+  concave extrapolation does not foresee.
 - **early_stop** when the curve has as good as converged: at its rate over the last third of the
   run its best value would improve by less than ``min_gain`` (a fraction of it) by the last
-  epoch. The trial completes with its best
-  value. The first trial of a study (no trial completed yet) stops at ten times ``min_gain``: it
-  is a scout whose result sets the first bar. Never in the last tenth of the run, where stopping
-  saves little and the last epochs of a decaying learning rate still count.
+  epoch. The trial completes with its best value. The first trial of a study (no trial
+  completed yet) stops at ten times ``min_gain``: it is a scout whose result sets the first bar.
+  Never in the last tenth of the run, where stopping saves little and the last epochs of a
+  decaying learning rate still count.
 
 The last epoch (``horizon``) is ``max_epochs`` when given, else the last step of the longest
 completed trial; without either the policy only continues.
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from tunesvc.curves._forecast import Forecast, forecast
+from tunesvc.curves._forecast import Forecast, evaluation_noise, forecast
 
 Action = Literal["continue", "prune", "early_stop"]
 Direction = Literal["maximize", "minimize"]
@@ -77,16 +78,19 @@ class PolicySettings:
 class FinishedTrials:
     """What the policy needs to know about a study's finished trials, kept up to date by
     :meth:`add`: each completed trial's best reported value (both its highest and its lowest,
-    so one summary serves either direction), the longest completed run, and counts.
+    so one summary serves either direction), the evaluation noise of its curve, the longest
+    completed run, and counts.
 
-    About 16 bytes per completed trial and one bit per trial number: 100,000 finished trials
-    take well under 2 MB.
+    About 24 bytes per completed trial and one bit per trial number: 100,000 finished trials
+    take well under 3 MB. Not thread-safe: the caller serializes :meth:`add` and the decisions
+    that read it.
     """
 
     def __init__(self) -> None:
         self._seen = bytearray()
         self._highs = array("d")  # sorted: each completed trial's highest reported value
         self._lows = array("d")  # sorted: each completed trial's lowest reported value
+        self._noises = array("d")  # sorted: each completed trial's evaluation noise
         self.horizon: int | None = None
         """The last step of the longest completed trial, ``None`` before one completes."""
         self.completed = 0
@@ -112,6 +116,9 @@ class FinishedTrials:
         if finite:
             bisect.insort(self._highs, max(v for _, v in finite))
             bisect.insort(self._lows, min(v for _, v in finite))
+        noise = evaluation_noise(list(values_by_step), list(values_by_step.values()))
+        if noise is not None:
+            bisect.insort(self._noises, noise)
         last = max(values_by_step, default=None)
         if last is not None and (self.horizon is None or last > self.horizon):
             self.horizon = last
@@ -126,6 +133,14 @@ class FinishedTrials:
         if not self._highs:
             return None
         return self._highs[-1] if direction == "maximize" else self._lows[0]
+
+    def noise(self) -> float:
+        """The median evaluation noise of the completed trials' curves (one standard deviation,
+        :func:`~tunesvc.curves._forecast.evaluation_noise`), 0 before one completes."""
+        n = len(self._noises)
+        if not n:
+            return 0.0
+        return (self._noises[n // 2] + self._noises[(n - 1) // 2]) / 2
 
     def rank(self, value: float, direction: Direction) -> int:
         """Where ``value`` would rank among the completed trials' best values (1 = best)."""
@@ -156,7 +171,8 @@ def decide_policy(
     step = steps[-1] if steps else None
     if horizon is None or step is None or step >= horizon:
         return Verdict("continue", "", {})
-    f = forecast(steps, [sign * values[s] for s in steps], horizon)
+    noise = finished.noise()
+    f = forecast(steps, [sign * values[s] for s in steps], horizon, noise=noise)
     if f is None:
         return Verdict("continue", "", {})
     bar = finished.best(direction)
@@ -192,4 +208,5 @@ def _evidence(
         "bar": bar,
         "rank": finished.rank(sign * f.high, direction) if bar is not None else None,
         "completed_trials": finished.completed,
+        "noise": finished.noise(),
     }

@@ -13,8 +13,11 @@ from hypothesis import strategies as st
 from tunesvc.curves._curves import Curves
 from tunesvc.curves._diagnosis import (
     ADVICE,
+    ALL_ADVICE,
+    CLIMB_ADVICE,
     CONVERGED_ADVICE,
     LABELS,
+    STILL_RISING_UNDERFIT_ADVICE,
     Diagnosis,
     DiagnosisThresholds,
     diagnose,
@@ -239,7 +242,17 @@ def test_steady_progress_beats_the_noise() -> None:
     ("values", "direction", "label"),
     [
         ([0.1, 0.5, 0.7, 0.8, 0.85, 0.88, 0.9], "maximize", "healthy"),
-        ([0.1, 0.5, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9], "maximize", "plateau"),
+        # Flat: a plateau or a finished schedule; one curve cannot tell without the LR.
+        ([0.1, 0.5, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9], "maximize", "inconclusive"),
+        ([2.3, 1.0, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4], "minimize", "inconclusive"),
+        # A validation loss back up 35% from its minimum: overfitting or a slow divergence.
+        ([2.3, 1.0, 0.8, 0.9, 1.0, 1.1, 1.2], "minimize", "inconclusive"),
+        # An accuracy that fell back most of the way to its start: no overfitting does that.
+        ([0.1, 0.6, 0.7, 0.5, 0.3, 0.2, 0.15], "maximize", "diverged"),
+        # Overfitting's small loss of validation accuracy is not a collapse.
+        ([0.1, 0.6, 0.8, 0.82, 0.8, 0.79, 0.78], "maximize", "inconclusive"),
+        # Issue 14: a spike, then stuck at chance (log 10) for good.
+        ([2.305, 4.54, 2.303, 2.303, 2.302, 2.303], "minimize", "diverged"),
         ([0.1, 0.5, NAN], "maximize", "diverged"),
         ([2.3, 1.0, 0.5, 0.4, 0.35, 0.32], "minimize", "healthy"),
         ([2.3, 5.0, 9.0, 20.0], "minimize", "diverged"),
@@ -247,12 +260,27 @@ def test_steady_progress_beats_the_noise() -> None:
         ([0.1, 0.1, 0.1, 0.1, 0.1, 0.6, 0.8], "maximize", "bad_init"),
         ([0.5], "maximize", "insufficient_data"),
         ([], "minimize", "insufficient_data"),
-        ([0.3, 0.3, 0.3, 0.3], "maximize", "healthy"),
+        ([0.3, 0.3, 0.3, 0.3], "maximize", "inconclusive"),  # never moved: cannot tell why
+        ([0.2, 0.15, 0.15], "maximize", "inconclusive"),  # too short to judge, and not rising
     ],
 )
 def test_diagnose_values(values: list[float], direction: str, label: str) -> None:
     d = diagnose_values(values, direction)  # type: ignore[arg-type]
     assert d.label == label, d.reason
+    assert d.advice in ALL_ADVICE[label]
+
+
+@pytest.mark.parametrize(
+    ("values", "direction", "seen"),
+    [
+        ([0.1, 0.5, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9], "maximize", "flat"),
+        ([2.3, 1.0, 0.8, 0.9, 1.0, 1.1, 1.2], "minimize", "worsening"),
+    ],
+)
+def test_inconclusive_says_what_it_saw(values: list[float], direction: str, seen: str) -> None:
+    d = diagnose_values(values, direction)  # type: ignore[arg-type]
+    assert (d.label, d.evidence["seen"]) == ("inconclusive", seen)
+    assert "report_epoch" in d.advice
 
 
 def test_diagnosis_json_round_trip() -> None:
@@ -285,11 +313,18 @@ def any_curves(draw: st.DrawFn) -> Curves:
 
 
 @settings(max_examples=150, deadline=None)
-@given(curves=any_curves(), num_classes=st.sampled_from([None, 2, 10]))
-def test_diagnose_never_crashes(curves: Curves, num_classes: int | None) -> None:
-    d = diagnose(curves, num_classes=num_classes)
+@given(
+    curves=any_curves(),
+    num_classes=st.sampled_from([None, 2, 10]),
+    reference=st.one_of(st.none(), st.floats(0.0, 1.0)),
+    ahead=st.booleans(),
+)
+def test_diagnose_never_crashes(
+    curves: Curves, num_classes: int | None, reference: float | None, ahead: bool
+) -> None:
+    d = diagnose(curves, num_classes=num_classes, reference_acc=reference, lr_decay_ahead=ahead)
     assert d.label in LABELS
-    assert d.advice == ADVICE[d.label] or (d.label == "healthy" and d.advice == CONVERGED_ADVICE)
+    assert d.advice in ALL_ADVICE[d.label]
     data = json.loads(json.dumps(d.to_json(), allow_nan=False))
     assert Diagnosis.from_json(data).label == d.label
     if d.epoch is not None:
@@ -303,7 +338,9 @@ def test_diagnose_never_crashes(curves: Curves, num_classes: int | None) -> None
 )
 def test_diagnose_values_never_crashes(v: list[float], direction: str) -> None:
     d = diagnose_values(v, direction)  # type: ignore[arg-type]
-    assert d.label in ("diverged", "bad_init", "plateau", "healthy", "insufficient_data")
+    # One curve shows neither the learning rate nor the train curves: no label that needs them.
+    assert d.label in ("diverged", "bad_init", "inconclusive", "healthy", "insufficient_data")
+    assert d.advice in ALL_ADVICE[d.label]
     json.dumps(d.to_json(), allow_nan=False)
 
 
@@ -325,3 +362,156 @@ def test_a_nan_loss_at_the_end_is_divergence(n: int, pos: st.DataObject) -> None
     loss = falling_loss(n)
     loss[-1] = pos.draw(st.sampled_from([NAN, INF]))
     assert diagnose(make(loss, val_loss=falling_loss(n))).label == "diverged"
+
+
+# Mild faults, in the shapes real runs gave (tests/benchmarks/bench_fault_suite.py).
+MILD = [
+    # Issue 15: weight decay pulls the residual MLP back: train loss 1.03 at epoch 2 -> 1.80
+    # (log 6) at epoch 30, train accuracy 0.655 -> 0.160. Never 3x its start.
+    (
+        "diverged",
+        make(
+            [1.97, 1.2, 1.03] + [1.03 + 0.77 * i / 27 for i in range(1, 28)],
+            val_loss=[1.99, 1.2, 1.05] + [1.05 + 0.75 * i / 27 for i in range(1, 28)],
+            train_acc=[0.13, 0.6, 0.655] + [0.655 - 0.495 * i / 27 for i in range(1, 28)],
+            val_acc=[0.12, 0.6, 0.65] + [0.65 - 0.49 * i / 27 for i in range(1, 28)],
+            lr=[0.003 * 0.5 * (1 + math.cos(math.pi * i / 30)) for i in range(30)],
+        ),
+        6,
+    ),
+    # Issue 14: lr 0.1, the loss spiked to 4.54 and the network sat at chance ever after.
+    (
+        "diverged",
+        make(
+            [2.305, 4.54, 2.31, 2.303, 2.303, 2.303, 2.302, 2.303],
+            val_loss=[2.305, 2.35, 2.31, 2.304, 2.303, 2.303, 2.303, 2.303],
+            train_acc=[0.1, 0.1, 0.09, 0.1, 0.09, 0.1, 0.1, 0.09],
+            val_acc=[0.1, 0.09, 0.1, 0.1, 0.09, 0.1, 0.1, 0.1],
+        ),
+        10,
+    ),
+    # LR x0.1 at 25% of 30 epochs: the curve had nearly converged before the step.
+    (
+        "decay_too_early",
+        make(
+            falling_loss(30, end=0.05),
+            train_acc=rising(0.13, 0.99, 30),
+            val_acc=[0.12, 0.85, 0.89, 0.9, 0.92, 0.93, 0.93, 0.94, 0.935]
+            + [0.955, 0.957, 0.958] + [0.958 + (0.002 if i % 2 else 0.0) for i in range(18)],
+            lr=[0.003] * 9 + [0.0003] * 21,
+        ),
+        6,
+    ),
+    # Healthy: flat for a while at a constant rate, then a step at 60% and converged.
+    (
+        "healthy",
+        make(
+            falling_loss(30, end=0.01),
+            train_acc=rising(0.13, 0.999, 30),
+            val_acc=rising(0.12, 0.94, 15) + [0.94, 0.942, 0.94] + [0.955] * 12,
+            lr=[0.003] * 18 + [0.0003] * 12,
+        ),
+        6,
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "curves", "num_classes"), MILD,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(MILD)])
+def test_mild_faults(label: str, curves: Curves, num_classes: int) -> None:
+    d = diagnose(curves, num_classes=num_classes)
+    assert d.label == label, d.reason
+    assert d.advice in ALL_ADVICE[label]
+
+
+def test_a_slow_climb_is_advised_on_both_of_its_causes() -> None:
+    d = diagnose(MILD[0][1], num_classes=6)
+    assert d.evidence["kind"] in ("climbed_back", "collapsed")
+    assert d.advice == CLIMB_ADVICE and "weight decay" in d.advice
+    # A NaN is plainly a learning rate too high.
+    nan = diagnose(make([2.3, 1.5, NAN]), num_classes=10)
+    assert (nan.label, nan.advice) == ("diverged", ADVICE["diverged"])
+
+
+def test_a_run_whose_lr_decays_never_hears_use_lr_decay() -> None:
+    flat = rising(0.1, 0.9, 10) + [0.9] * 10
+    curves = make(falling_loss(N), train_acc=[v + 0.02 for v in flat], val_acc=flat)
+    assert diagnose(curves).label == "plateau"
+    for lr in ([0.01] * 15 + [0.001] * 5, [0.01 * 0.5 * (1 + math.cos(math.pi * i / N))
+                                           for i in range(N)]):
+        curves.lr = lr
+        d = diagnose(curves)
+        assert d.label == "healthy" and d.advice == CONVERGED_ADVICE, d.reason
+
+
+def test_no_plateau_without_a_learning_rate() -> None:
+    flat = rising(0.1, 0.9, 10) + [0.9] * 10
+    curves = make(falling_loss(N), train_acc=[v + 0.02 for v in flat], val_acc=flat,
+                  lr=[NAN] * N)
+    d = diagnose(curves)
+    assert (d.label, d.evidence["seen"]) == ("inconclusive", "flat"), d.reason
+    assert "constant learning rate" not in d.advice
+
+
+def test_without_train_curves_says_what_it_did_not_check() -> None:
+    val = rising(0.1, 0.9, N)
+    curves = make([NAN] * N, val_loss=falling_loss(N), val_acc=val)
+    d = diagnose(curves)
+    assert d.label == "healthy" and d.evidence["still_rising"] == 1
+    assert "not checked for overfitting, underfitting" in d.reason
+
+
+def underfit(end: float, still_rising: bool = False) -> Curves:
+    val = rising(0.1, end, N) if still_rising else rising(0.1, end, 10) + [end] * 10
+    return make(falling_loss(N, end=0.5), train_acc=[v + 0.01 for v in val], val_acc=val,
+                lr=[0.01 * 0.5 * (1 + math.cos(math.pi * i / N)) for i in range(N)])
+
+
+@pytest.mark.parametrize(
+    ("end", "reference", "label"),
+    [
+        (0.85, 0.95, "underfitting"),  # 0.10 below what the study reaches
+        (0.85, 0.88, "healthy"),  # within underfit_margin of it
+        (0.85, None, "healthy"),  # no reference: above underfit_acc 0.8
+        (0.70, None, "underfitting"),
+        (0.30, 0.35, "healthy"),  # a hard task: the study's best is low too
+    ],
+)
+def test_underfitting_is_judged_against_the_study(
+    end: float, reference: float | None, label: str
+) -> None:
+    d = diagnose(underfit(end), num_classes=10, reference_acc=reference)
+    assert d.label == label, d.reason
+    if label == "underfitting":
+        assert d.evidence["reference_acc"] == reference
+        assert d.advice == ADVICE["underfitting"]
+
+
+def test_underfitting_still_rising_is_told_to_train_longer() -> None:
+    d = diagnose(underfit(0.6, still_rising=True), num_classes=10, reference_acc=0.95)
+    assert d.label == "underfitting" and d.evidence["still_rising"] == 1
+    assert d.advice == STILL_RISING_UNDERFIT_ADVICE
+
+
+@pytest.mark.parametrize("reference", [1.5, -0.1, NAN, True, "0.9"])
+def test_reference_acc_is_validated(reference: object) -> None:
+    with pytest.raises(ValueError, match="^reference_acc: expected an accuracy in"):
+        diagnose(underfit(0.8), reference_acc=reference)  # type: ignore[arg-type]
+
+
+@settings(max_examples=150, deadline=None)
+@given(curves=any_curves(), num_classes=st.sampled_from([None, 2, 10]))
+def test_never_claims_what_the_curves_cannot_show(
+    curves: Curves, num_classes: int | None
+) -> None:
+    """Without an LR series no plateau; without train curves no over- or underfitting; an LR
+    that fell is never told to decay."""
+    n = len(curves.epoch)
+    no_lr = Curves(**{**vars(curves), "lr": [NAN] * n})
+    assert diagnose(no_lr, num_classes=num_classes).label != "plateau"
+    no_train = Curves(**{**vars(curves), "train_loss": [NAN] * n, "train_acc": [NAN] * n})
+    label = diagnose(no_train, num_classes=num_classes).label
+    assert label not in ("overfitting", "underfitting")
+    if n >= 2:
+        decayed = Curves(**{**vars(curves), "lr": [1.0 / (1 + e) for e in curves.epoch]})
+        assert diagnose(decayed, num_classes=num_classes).label != "plateau"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tunesvc._errors import ObjectiveError
-from tunesvc.curves._curves import CURVE_NAMES
-from tunesvc.training._fit import METRIC_DIRECTIONS, TrainingSetup, fit
+from tunesvc.curves import CURVE_NAMES
+from tunesvc.training import METRIC_DIRECTIONS, TrainingSetup, fit
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["digits_mlp", "mnist1d_mlp", "mnist1d_cnn"]

@@ -12,9 +12,8 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from tunesvc import should_stop
+from tunesvc import CURVES_ATTR, Curves, should_stop
 from tunesvc._errors import SpecError
-from tunesvc.curves._curves import CURVES_ATTR, Curves
 from tunesvc.curves._diagnosis import LABELS
 from tunesvc.pruning._policy import FinishedTrials
 from tunesvc.pruning._pruner import NUM_CLASSES_ATTR, Decision, LearningCurvePruner, make_pruner

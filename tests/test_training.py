@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from tunesvc._errors import TrainingError
-from tunesvc.curves._curves import Curves, EpochRecord
+from tunesvc.curves import Curves, EpochRecord
 from tunesvc.training._checkpoint import load_checkpoint
 from tunesvc.training._fit import (
     TrainingSetup,

@@ -18,13 +18,21 @@ from tunesvc._errors import (
     TrainingError,
     TunesvcError,
 )
-from tunesvc.curves._curves import CURVES_ATTR, DIAGNOSIS_ATTR, Curves, EpochRecord, curves_of
-from tunesvc.spec._spec import StudySpec, grid_cells, grid_points, parse_spec
+from tunesvc.curves import (
+    Curves,
+    Diagnosis,
+    DiagnosisThresholds,
+    EpochRecord,
+    diagnose,
+    diagnose_values,
+)
+from tunesvc.pruning._epoch_report import HoldsCurves, report_epoch
+from tunesvc.spec import StudySpec, grid_cells, grid_points, parse_spec
+from tunesvc.storage._attrs import CURVES, DIAGNOSIS, curves_of
 
 if TYPE_CHECKING:
-    from tunesvc.curves._diagnosis import Diagnosis, DiagnosisThresholds, diagnose, diagnose_values
     from tunesvc.pruning._pruner import Decision, LearningCurvePruner, make_pruner, should_stop
-    from tunesvc.training._fit import (
+    from tunesvc.training import (
         FitResult,
         TrainingSetup,
         fit,
@@ -34,16 +42,17 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+CURVES_ATTR = CURVES.key
+"""The trial user attribute holding its learning curves."""
+DIAGNOSIS_ATTR = DIAGNOSIS.key
+"""The trial user attribute holding its diagnosis."""
+
 _LAZY = {
-    "TrainingSetup": "tunesvc.training._fit",
-    "FitResult": "tunesvc.training._fit",
-    "fit": "tunesvc.training._fit",
-    "resolve_device": "tunesvc.training._fit",
-    "scheduled_lr": "tunesvc.training._fit",
-    "Diagnosis": "tunesvc.curves._diagnosis",
-    "DiagnosisThresholds": "tunesvc.curves._diagnosis",
-    "diagnose": "tunesvc.curves._diagnosis",
-    "diagnose_values": "tunesvc.curves._diagnosis",
+    "TrainingSetup": "tunesvc.training",
+    "FitResult": "tunesvc.training",
+    "fit": "tunesvc.training",
+    "resolve_device": "tunesvc.training",
+    "scheduled_lr": "tunesvc.training",
     "Decision": "tunesvc.pruning._pruner",
     "LearningCurvePruner": "tunesvc.pruning._pruner",
     "make_pruner": "tunesvc.pruning._pruner",
@@ -66,6 +75,7 @@ __all__ = [
     "DiagnosisThresholds",
     "EpochRecord",
     "FitResult",
+    "HoldsCurves",
     "LearningCurvePruner",
     "ObjectiveError",
     "SpecError",
@@ -84,6 +94,7 @@ __all__ = [
     "grid_points",
     "make_pruner",
     "parse_spec",
+    "report_epoch",
     "resolve_device",
     "scheduled_lr",
     "should_stop",

@@ -102,8 +102,8 @@ def _fill(url: str, name: str, n: int) -> None:
 
 
 def _setup(schema: str, name: str, finished: int, epochs: int) -> None:
-    from tunesvc.service import _studies as service
-    from tunesvc.spec._spec import parse_spec_dict
+    from tunesvc import service
+    from tunesvc.spec import parse_spec_dict
 
     url = _url(schema)
     spec = parse_spec_dict({"objective": OBJECTIVE, "direction": "maximize", "n_trials": 40,
@@ -188,16 +188,16 @@ def _raw(url: str, name: str, epochs: int, train_ms: float, prune: bool,
 
 def _tunesvc(url: str, name: str, epochs: int, train_ms: float, structured: bool,
              barrier: Any) -> Times:
-    from tunesvc.curves._curves import Curves, EpochRecord
-    from tunesvc.service import _studies as service
-    from tunesvc.storage._database import open_storage
-    from tunesvc.worker._heartbeat import RetryLostTrial
-    from tunesvc.worker._runner import CURVES_EVERY_S, SpecTrial, claim_trial
+    from tunesvc.curves import Curves, EpochRecord
+    from tunesvc.storage import open_storage
+    from tunesvc.worker import WorkerOptions
+    from tunesvc.worker._claim import claim_trial
+    from tunesvc.worker._loop import open_context
+    from tunesvc.worker._runner import CURVES_EVERY_S
+    from tunesvc.worker._trial import SpecTrial
 
-    storage = open_storage(url, heartbeat_interval=10, grace_period=20,
-                           heartbeat_stale_trial_callback=RetryLostTrial())
-    study = service._load(storage, name, url)
-    ctx = service.build_context(study, storage, url, "cpu")
+    storage = open_storage(url)
+    ctx = open_context(storage, name, url, WorkerOptions(device="cpu"))
     trial_id = claim_trial(ctx)
     assert trial_id is not None
     trial = SpecTrial(ctx.study, trial_id, ctx)

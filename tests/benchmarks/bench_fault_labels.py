@@ -5,6 +5,10 @@ recall (target: at least 0.9 each).
 Faults are injected from outside the objective, on the setup ``build`` returns: weights scaled
 after the model is built, the learning rate or schedule changed, the train data cut.
 
+Trained curves are cached under ``$TUNESVC_FAULT_CACHE`` (default ``/tmp/tunesvc-fault-suite``),
+so a rerun takes seconds. Faults of other models and milder forms:
+``bench_fault_suite.py``.
+
 Run: ``python tests/benchmarks/bench_fault_labels.py [--objectives digits_mlp mnist1d_cnn]
 [--seeds 0 1 2 3 4] [--epochs 20]``.
 """
@@ -13,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -109,9 +116,33 @@ FAULTS: list[tuple[str, str, Fault]] = [
 ]
 
 
-def run(objective: str, fault: Fault, seed: int, epochs: int) -> Curves:
-    """Curves of one real training run of ``fault`` on ``objective``."""
-    return fit(fault(objective), epochs=epochs, seed=seed, device="cpu").curves
+CACHE_VERSION = 1
+"""Bump when an objective or a fault changes, so cached curves are not reused."""
+
+
+def run(objective: str, fault: Fault, seed: int, epochs: int, *, cache_as: str | None = None
+        ) -> Curves:
+    """Curves of one real training run of ``fault`` on ``objective``; with ``cache_as`` (the
+    fault's name) read from and kept under ``$TUNESVC_FAULT_CACHE`` (default
+    ``/tmp/tunesvc-fault-suite``), so that a rerun takes seconds."""
+    path = None
+    if cache_as is not None:
+        key = f"labels-v{CACHE_VERSION}-{objective}-{cache_as}-{seed}-{epochs}"
+        safe = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in key)
+        path = Path(os.environ.get("TUNESVC_FAULT_CACHE") or "/tmp/tunesvc-fault-suite") / (
+            safe + ".json"
+        )
+        try:
+            return Curves.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError):
+            pass
+    curves = fit(fault(objective), epochs=epochs, seed=seed, device="cpu").curves
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(curves.to_json()))
+        os.replace(tmp, path)
+    return curves
 
 
 def precision_recall(pairs: list[tuple[str, str]]) -> dict[str, tuple[float, float, int]]:
@@ -138,7 +169,8 @@ def main() -> None:
         for name, expected, fault in FAULTS:
             for seed in args.seeds:
                 t0 = time.perf_counter()
-                d = diagnose(run(objective, fault, seed, args.epochs), num_classes=10)
+                curves = run(objective, fault, seed, args.epochs, cache_as=name)
+                d = diagnose(curves, num_classes=10)
                 pairs.append((expected, d.label))
                 mark = "ok " if d.label == expected else "MISS"
                 print(

@@ -33,7 +33,7 @@ from typing import Any
 import optuna
 import torch
 
-from tunesvc.curves._curves import CURVES_ATTR, Curves
+from tunesvc import CURVES_ATTR, Curves
 from tunesvc.pruning._pruner import NUM_CLASSES_ATTR, LearningCurvePruner
 from tunesvc.training._fit import fit
 

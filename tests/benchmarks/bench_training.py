@@ -33,9 +33,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tunesvc.curves._curves import CURVES_ATTR, Curves, EpochRecord  # noqa: E402
-from tunesvc.storage._database import open_storage  # noqa: E402
-from tunesvc.training._fit import TrainingSetup, fit, resolve_device, scheduled_lr  # noqa: E402
+from tunesvc import CURVES_ATTR, Curves, EpochRecord  # noqa: E402
+from tunesvc.storage import open_storage  # noqa: E402
+from tunesvc.training import TrainingSetup, fit, resolve_device, scheduled_lr  # noqa: E402
 
 TARGETS = {"digits_mlp": 0.95, "mnist1d_cnn": 0.90}
 

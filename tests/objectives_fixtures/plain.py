@@ -8,6 +8,8 @@ import time
 
 import optuna
 
+from tunesvc.pruning._epoch_report import report_epoch
+
 
 def quadratic(trial: optuna.Trial) -> float:
     x = trial.suggest_float("x", -10.0, 10.0)
@@ -38,12 +40,14 @@ def returns_nan(trial: optuna.Trial) -> float:
 
 
 def plateaus(trial: optuna.Trial) -> float:
-    """Improves for three steps, then stays flat: a plateau the diagnostic pruner stops."""
+    """Improves for three steps, then stays flat at a constant learning rate: a plateau the
+    diagnostic pruner stops. The rate comes through report_epoch: one reported value alone
+    cannot tell a plateau from a run whose schedule already decayed."""
     trial.suggest_float("x", 0.0, 1.0)
     value = 0.0
     for step in range(1, 30):
         value = min(0.8, 0.1 + 0.25 * step)
-        trial.report(value, step)
+        report_epoch(trial, step, val_acc=value, lr=0.01)
         if trial.should_prune():
             raise optuna.TrialPruned()
     return value

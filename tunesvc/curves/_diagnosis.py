@@ -1,14 +1,20 @@
 """Learning-curve diagnoses: pure functions over one trial's curves, no Optuna, no torch.
 
-:func:`diagnose` reads the four curves tunesvc records (train/val loss and accuracy, plus the
+:func:`diagnose` reads the curves tunesvc records (train/val loss and accuracy, plus the
 learning rate) and returns one :class:`Diagnosis`: a label, the reason, the numbers it looked at
 and one sentence of advice. :func:`diagnose_values` does the same for a trial that reported only
 its metric through ``trial.report``.
 
 The checks run in a fixed order and the first that matches wins, so a cause comes before its
 symptoms: ``bad_initial_loss``, ``diverged``, ``bad_init``, ``decay_too_early``, ``overfitting``,
-``underfitting``, ``plateau``, then ``healthy``. Fewer than
+``underfitting``, ``plateau``, then ``healthy`` (or ``inconclusive``, below). Fewer than
 :attr:`DiagnosisThresholds.min_points` usable evaluations give ``insufficient_data``.
+
+A diagnosis never claims what its data cannot show. A check whose curves were not recorded is
+skipped (no ``plateau`` without a learning-rate series, no ``overfitting`` or ``underfitting``
+without train curves), and a run that stopped improving for a reason the recorded curves cannot
+name is ``inconclusive``, with what was seen in its reason and evidence (``seen``: ``flat`` or
+``worsening``).
 
 Example::
 
@@ -38,6 +44,7 @@ LABELS = (
     "overfitting",
     "underfitting",
     "healthy",
+    "inconclusive",
     "insufficient_data",
 )
 """Every label a diagnosis can carry."""
@@ -49,11 +56,16 @@ ADVICE = {
     "plateau": "Use learning-rate decay: the curve flattened at a constant learning rate.",
     "decay_too_early": "Decay the learning rate later: progress stopped right after it dropped.",
     "overfitting": "Add regularization or data, or use a smaller model.",
-    "underfitting": "Use a bigger model or less regularization.",
-    "healthy": "Train longer: both curves are still rising.",
+    "underfitting": "Use a bigger model, less regularization or a higher learning rate.",
+    "healthy": "Train longer: the curves are still rising.",
+    "inconclusive": (
+        "Record the train curves and the learning rate each epoch "
+        "(tunesvc.report_epoch) to tell these causes apart."
+    ),
     "insufficient_data": "Record more epochs before judging this curve.",
 }
-"""One sentence of advice per label."""
+"""One sentence of advice per label (some labels have a variant for the run's situation:
+:data:`CONVERGED_ADVICE`, :data:`CLIMB_ADVICE`, :data:`STILL_RISING_UNDERFIT_ADVICE`)."""
 
 CONVERGED_ADVICE = (
     "Done: no fault, and the curve has stopped improving; to gain more, lengthen the "
@@ -62,6 +74,29 @@ CONVERGED_ADVICE = (
 """The advice of a ``healthy`` trial whose curve is no longer rising (``still_rising`` 0 in
 its evidence): "train longer" would not help a run that converged at the end of its
 schedule."""
+
+CLIMB_ADVICE = (
+    "Lower the learning rate, or the weight decay if it is strong: training undid its own "
+    "progress."
+)
+"""The advice of a ``diverged`` trial that learned and then slowly lost it (``kind``
+``climbed_back`` or ``collapsed`` in its evidence): a learning rate at the edge of stability
+does this, and so does a weight decay that pulls the weights back faster than the gradient
+moves them."""
+
+STILL_RISING_UNDERFIT_ADVICE = (
+    "Train longer or raise the learning rate: accuracy is low but still rising."
+)
+"""The advice of an ``underfitting`` trial whose validation accuracy is still rising
+(``still_rising`` 1 in its evidence)."""
+
+ALL_ADVICE = {
+    **{label: (advice,) for label, advice in ADVICE.items()},
+    "diverged": (ADVICE["diverged"], CLIMB_ADVICE),
+    "underfitting": (ADVICE["underfitting"], STILL_RISING_UNDERFIT_ADVICE),
+    "healthy": (ADVICE["healthy"], CONVERGED_ADVICE),
+}
+"""Every advice a label can carry."""
 
 
 @dataclass(frozen=True)
@@ -77,11 +112,22 @@ class DiagnosisThresholds:
         diverge_ratio: ``diverged`` when the train loss (the validation loss if no train loss
             was recorded) climbs above ``diverge_ratio`` times its first value. A NaN or
             infinite train or validation loss always is.
+        spike_ratio: ``diverged`` when the loss spiked above ``spike_ratio`` times its first
+            value and, after the spike, never fell below ``(1 - drop_fraction)`` of it: the
+            first steps knocked the network out (it sits at chance) and it never learned.
+        climb_giveback: ``diverged`` when training undid its own progress: over the last
+            ``window`` evaluations the train loss stayed at least this fraction of the way
+            back from its minimum to its first value, or the train accuracy (the validation
+            accuracy if no train accuracy was recorded) at least this fraction of its gain
+            below its peak, the minimum or peak coming before that window. A loss falling by
+            less than ``min_gain`` of its first value, or an accuracy gaining less than
+            ``min_gain``, had no progress to undo.
         flat_tolerance: A loss within this fraction of its first value counts as flat.
         flat_epochs: ``bad_init`` needs a flat stretch of at least this many epochs from the start.
         drop_fraction: ``bad_init`` needs the loss to fall below ``(1 - drop_fraction)`` of its
             first value after the flat stretch.
-        window: Epochs at the end of the curve over which flattening is judged.
+        window: Evaluations at the end of the curve over which flattening, a climb back or a
+            rise after the minimum is judged.
         flat_gain: The validation accuracy counts as flat when it gained less than this over
             ``window`` epochs (without accuracies: the loss fell by less than this fraction).
         noise_z: ``plateau`` also counts the curve as flat when its gain over the last
@@ -90,12 +136,14 @@ class DiagnosisThresholds:
             of the run; see :func:`_noise`): a new best that a noisy validation set can give
             by chance is no progress. 0 turns this off.
         min_gain: ``plateau`` needs the validation accuracy to have improved by at least this
-            from its first value (without accuracies: the loss by this fraction).
+            from its first value (without accuracies: the loss by this fraction); see also
+            ``climb_giveback`` and ``early_decay_fraction``.
         decay_ratio: A learning rate at most ``decay_ratio`` times the previous epoch's is a
             decay step.
-        early_decay_fraction: ``decay_too_early`` needs the first decay step within this
-            fraction of the epochs seen, the curve rising by ``min_gain`` over the ``window``
-            before it and, after it, gaining per epoch under ``stall_ratio`` times that rate.
+        early_decay_fraction: ``decay_too_early`` needs the first decay step to come after at
+            most this fraction of the epochs seen, the curve to have gained ``min_gain`` from
+            its start up to the step and, after it, to gain per epoch under ``stall_ratio``
+            times its rate before the step.
         stall_ratio: See ``early_decay_fraction``.
         overfit_gap: ``overfitting`` needs train accuracy above validation accuracy by this.
         overfit_drop: ``overfitting`` needs validation accuracy to have peaked before the last
@@ -103,13 +151,19 @@ class DiagnosisThresholds:
             its peak, or the gap this much wider, or its loss ``overfit_loss_rise`` above its
             minimum.
         overfit_loss_rise: See ``overfit_drop``; a fraction of the minimum validation loss.
-        underfit_acc: ``underfitting`` needs the final train accuracy below this.
+        underfit_acc: Without a ``reference_acc``, ``underfitting`` needs the final train
+            accuracy below this.
+        underfit_margin: With a ``reference_acc`` (the best validation accuracy the study
+            reached), ``underfitting`` needs the trial's best validation accuracy more than
+            this below it.
         underfit_gap: ``underfitting`` needs train and validation accuracy within this.
     """
 
     min_points: int = 3
     initial_loss_tolerance: float = 0.5
     diverge_ratio: float = 3.0
+    spike_ratio: float = 1.5
+    climb_giveback: float = 0.3
     flat_tolerance: float = 0.02
     flat_epochs: int = 3
     drop_fraction: float = 0.2
@@ -124,6 +178,7 @@ class DiagnosisThresholds:
     overfit_drop: float = 0.01
     overfit_loss_rise: float = 0.1
     underfit_acc: float = 0.8
+    underfit_margin: float = 0.05
     underfit_gap: float = 0.05
 
     def __post_init__(self) -> None:
@@ -138,8 +193,13 @@ class DiagnosisThresholds:
                 or not (math.isfinite(value) and value >= 0)
             ):
                 raise ValueError(f"{f.name}: expected a finite number >= 0, got {value!r}")
-        if self.diverge_ratio <= 1:
-            raise ValueError(f"diverge_ratio: expected a number > 1, got {self.diverge_ratio!r}")
+        for name in ("diverge_ratio", "spike_ratio"):
+            if not getattr(self, name) > 1:
+                raise ValueError(f"{name}: expected a number > 1, got {getattr(self, name)!r}")
+        if not 0 < self.climb_giveback <= 1:
+            raise ValueError(
+                f"climb_giveback: expected a fraction in (0, 1], got {self.climb_giveback!r}"
+            )
         for name in ("decay_ratio", "drop_fraction", "early_decay_fraction", "flat_tolerance"):
             if not getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a number < 1, got {getattr(self, name)!r}")
@@ -196,10 +256,6 @@ def _r(x: float | int | str | None) -> float | int | str | None:
     return round(x, 6) if isinstance(x, float) and math.isfinite(x) else x
 
 
-def _finite(xs: Sequence[float]) -> list[float]:
-    return [x for x in xs if math.isfinite(x)]
-
-
 @dataclass(frozen=True)
 class _Series:
     """One curve column, sorted by epoch, its non-finite entries dropped."""
@@ -250,20 +306,37 @@ def diagnose(
     *,
     num_classes: int | None = None,
     thresholds: DiagnosisThresholds | None = None,
+    reference_acc: float | None = None,
+    lr_decay_ahead: bool = False,
 ) -> Diagnosis:
     """Diagnose one trial from its learning curves.
 
     Args:
         curves: The trial's curves; NaN marks a missing or non-finite value, epochs may be
-            missing or out of order.
+            missing or out of order, and a column never recorded (all NaN) skips the checks
+            that need it.
         num_classes: Classes of a cross-entropy loss, for ``bad_initial_loss``; ``None`` skips
             that check.
         thresholds: The thresholds to use; :class:`DiagnosisThresholds` defaults when omitted.
+        reference_acc: The best validation accuracy the study reached so far, if known:
+            ``underfitting`` is then judged against it (``underfit_margin``) rather than
+            against the fixed ``underfit_acc``.
+        lr_decay_ahead: The caller knows the learning rate will still fall later in this run
+            (a step or cosine schedule with epochs to go): a curve flat at the current rate
+            is then no ``plateau``, since the decay a plateau needs is on its way. The curves
+            only show the rates used so far, so a diagnosis made mid-run (by a pruner) cannot
+            tell this itself.
 
     Returns:
         The first matching :class:`Diagnosis` in the order the module docstring gives.
     """
     th = thresholds or DiagnosisThresholds()
+    if reference_acc is not None and (
+        isinstance(reference_acc, bool)
+        or not isinstance(reference_acc, int | float)
+        or not 0 <= reference_acc <= 1
+    ):
+        raise ValueError(f"reference_acc: expected an accuracy in [0, 1], got {reference_acc!r}")
     rows = _rows(curves)
     epochs = sorted(set(curves.epoch))
     last_epoch = epochs[-1] if epochs else None
@@ -272,11 +345,12 @@ def diagnose(
     val_loss = _series(list(rows["val_loss"]), list(rows["val_loss"].values()))
     train_acc = _series(list(rows["train_acc"]), list(rows["train_acc"].values()))
     val_acc = _series(list(rows["val_acc"]), list(rows["val_acc"].values()))
+    lr = _series(list(rows["lr"]), list(rows["lr"].values()))
     loss = train_loss if len(train_loss) >= len(val_loss) else val_loss
 
     # bad_initial_loss: a cause visible at epoch 0, whatever followed.
-    if num_classes is not None and num_classes >= 2 and 0 in rows["train_loss"]:
-        loss0 = rows["train_loss"][0]
+    if num_classes is not None and num_classes >= 2:
+        loss0 = rows["train_loss"].get(0, math.nan)
         if math.isnan(loss0):
             loss0 = rows["val_loss"].get(0, math.nan)
         expected = math.log(num_classes)
@@ -301,17 +375,26 @@ def diagnose(
                 "diverged",
                 f"{name} became {value} at epoch {bad_epoch}",
                 bad_epoch,
+                kind="non_finite",
                 curve=name,
                 value=str(value),
                 epoch_of_first_bad_value=bad_epoch,
             )
     # A rising validation loss alone is overfitting's sign, so the climb is judged on the train
-    # loss, and on the validation loss only when no train loss was recorded.
-    climbing = [("train_loss", train_loss)] if len(train_loss) else [("val_loss", val_loss)]
-    for name, s in climbing:
-        found = _climbed(s, th, curve=name, what=name)
-        if found is not None:
-            return found
+    # loss, and on the validation loss only when no train loss was recorded; a climb back from
+    # progress only on train curves, or on a validation accuracy that fell back towards its
+    # start (overfitting costs a little validation accuracy, never most of its gain).
+    name, climbing = ("train_loss", train_loss) if len(train_loss) else ("val_loss", val_loss)
+    found = _climbed(climbing, th, curve=name, what=name) or _spiked(
+        climbing, th, curve=name, what=name
+    )
+    if found is None and len(train_loss):
+        found = _climbed_back(train_loss, th)
+    if found is None:
+        acc_name, acc = ("train_acc", train_acc) if len(train_acc) else ("val_acc", val_acc)
+        found = _collapsed(acc_name, acc, th)
+    if found is not None:
+        return found
 
     if len(loss) < th.min_points and len(val_acc) < th.min_points:
         return _make(
@@ -327,16 +410,15 @@ def diagnose(
         return found
 
     metric = val_acc if len(val_acc) >= th.min_points else None
-    found = _decay_too_early(rows["lr"], metric, loss, th)
+    found = _decay_too_early(lr, metric, loss, th)
     if found is not None:
         return found
 
     have_acc = len(train_acc) >= th.min_points and len(val_acc) >= th.min_points
     if have_acc:
         found = _overfitting(train_acc, val_acc, val_loss, th)
-        if found is not None:
-            return found
-        found = _underfitting(train_acc, val_acc, th)
+        if found is None:
+            found = _underfitting(train_acc, val_acc, th, reference_acc)
         if found is not None:
             return found
     elif len(val_loss) >= th.min_points and len(train_loss) >= th.min_points:
@@ -344,10 +426,13 @@ def diagnose(
         if found is not None:
             return found
 
-    found = _plateau(metric, loss, rows["lr"], th)
+    found = None if lr_decay_ahead else _plateau(metric, loss, lr, th)
     if found is not None:
         return found
-    return _healthy(train_acc if have_acc else None, metric, loss, th)
+    missing = ["the learning rate"] if not len(lr) else []
+    if not len(train_loss) and not len(train_acc):
+        missing.append("train curves")
+    return _healthy(train_acc if have_acc else None, metric, loss, th, missing=missing)
 
 
 def diagnose_values(
@@ -359,9 +444,14 @@ def diagnose_values(
 ) -> Diagnosis:
     """Diagnose a trial from the one metric it reported (``trial.report``), step by step.
 
-    Only the labels one curve can support come out: ``diverged`` (NaN or inf), ``bad_init``,
-    ``plateau``, ``healthy`` or ``insufficient_data``. A maximized metric is read as an accuracy
-    (absolute gains), a minimized one as a loss (relative changes).
+    One curve cannot show the learning rate, nor the train curves, so only what it can show
+    comes out: ``diverged`` (NaN or inf; a loss climbing far above its start, or spiking and
+    never learning; an accuracy that fell back most of the way to its start), ``bad_init`` (flat,
+    then a drop), ``healthy`` (still improving), ``inconclusive`` (it stopped improving, or
+    moved away from its best: a plateau, a finished schedule, overfitting and a slow divergence
+    look alike here; ``seen`` in the evidence says which) or ``insufficient_data``. A
+    maximized metric is read as an accuracy (absolute gains), a minimized one as a loss
+    (relative changes).
     """
     th = thresholds or DiagnosisThresholds()
     step_list = list(steps) if steps is not None else list(range(len(values)))
@@ -372,6 +462,7 @@ def diagnose_values(
             "diverged",
             f"the reported value became {value} at step {bad_step}",
             bad_step,
+            kind="non_finite",
             curve="value",
             value=str(value),
             epoch_of_first_bad_value=bad_step,
@@ -386,20 +477,24 @@ def diagnose_values(
             points=len(s),
             min_points=th.min_points,
         )
-    if direction == "minimize":
-        found = _climbed(s, th, curve="value", what="the value")
-        if found is not None:
-            return found
-        found = _bad_init(s, th)
-        if found is not None:
-            return found
-        found = _plateau(None, s, {}, th)
-        return found if found is not None else _healthy(None, None, s, th)
-    found = _bad_init(_Series(s.epochs, [-v for v in s.values]), th, absolute=True)
+    maximize = direction == "maximize"
+    if maximize:
+        found = _collapsed("value", s, th) or _bad_init(
+            _Series(s.epochs, [-v for v in s.values]), th, absolute=True
+        )
+    else:
+        found = (
+            _climbed(s, th, curve="value", what="the value")
+            or _spiked(s, th, curve="value", what="the value")
+            or _bad_init(s, th)
+        )
     if found is not None:
         return found
-    found = _plateau(s, s, {}, th)
-    return found if found is not None else _healthy(None, s, s, th)
+    found = _worsening(s, maximize, th)
+    if found is not None:
+        return found
+    return _healthy(None, s if maximize else None, s, th, name="the value",
+                    missing=["the learning rate", "train curves"])
 
 
 def _climbed(s: _Series, th: DiagnosisThresholds, *, curve: str, what: str) -> Diagnosis | None:
@@ -413,6 +508,7 @@ def _climbed(s: _Series, th: DiagnosisThresholds, *, curve: str, what: str) -> D
         "diverged",
         f"{what} climbed to {top:.4g}, {top / start:.3g}x its start {start:.4g}",
         s.epochs[peak],
+        kind="climbed",
         curve=curve,
         start=start,
         peak=top,
@@ -427,6 +523,97 @@ def _climb_peak(s: _Series, th: DiagnosisThresholds) -> int | None:
         return None
     peak = max(range(1, len(s)), key=lambda i: s.values[i])
     return peak if s.values[peak] > th.diverge_ratio * s.values[0] else None
+
+
+def _spiked(s: _Series, th: DiagnosisThresholds, *, curve: str, what: str) -> Diagnosis | None:
+    """``diverged`` when the loss-like series ``s`` spiked above ``spike_ratio`` times its start
+    and, in the ``window`` or more evaluations after the spike, never fell below
+    ``(1 - drop_fraction)`` of its start: knocked out by its first steps, it never learned."""
+    if len(s) < th.min_points or s.values[0] <= 0:
+        return None
+    start = s.values[0]
+    peak = max(range(1, len(s)), key=lambda i: s.values[i])
+    after = s.values[peak + 1 :]
+    floor = (1 - th.drop_fraction) * start
+    if s.values[peak] <= th.spike_ratio * start or len(after) < th.window or min(after) < floor:
+        return None
+    return _make(
+        "diverged",
+        f"{what} spiked to {s.values[peak]:.4g}, {s.values[peak] / start:.3g}x its start "
+        f"{start:.4g}, at epoch {s.epochs[peak]} and never fell below {floor:.4g} after it: "
+        "the first steps knocked the network out",
+        s.epochs[peak],
+        kind="spiked",
+        curve=curve,
+        start=start,
+        peak=s.values[peak],
+        ratio=s.values[peak] / start,
+        lowest_after=min(after),
+        spike_ratio=th.spike_ratio,
+        drop_fraction=th.drop_fraction,
+    )
+
+
+def _climbed_back(loss: _Series, th: DiagnosisThresholds) -> Diagnosis | None:
+    """``diverged`` when the train loss fell, then climbed back at least ``climb_giveback`` of
+    the way to its start and stayed there over the last ``window`` evaluations."""
+    if len(loss) < th.window + 2 or loss.values[0] <= 0:
+        return None
+    start = loss.values[0]
+    low = min(range(len(loss) - th.window), key=lambda i: loss.values[i])
+    progress = start - loss.values[low]
+    recent = min(loss.values[-th.window :])
+    if progress < th.min_gain * start or recent - loss.values[low] < th.climb_giveback * progress:
+        return None
+    back = (recent - loss.values[low]) / progress
+    diagnosis = _make(
+        "diverged",
+        f"the train loss fell from {start:.4g} to {loss.values[low]:.4g} at epoch "
+        f"{loss.epochs[low]}, then climbed back to {loss.values[-1]:.4g}: over the last "
+        f"{th.window} evaluations at least {back:.0%} of its progress was undone",
+        loss.epochs[-1],
+        kind="climbed_back",
+        curve="train_loss",
+        start=start,
+        minimum=loss.values[low],
+        min_epoch=loss.epochs[low],
+        last=loss.values[-1],
+        given_back=back,
+        climb_giveback=th.climb_giveback,
+    )
+    return dataclasses.replace(diagnosis, advice=CLIMB_ADVICE)
+
+
+def _collapsed(name: str, acc: _Series, th: DiagnosisThresholds) -> Diagnosis | None:
+    """``diverged`` when the accuracy-like series ``acc`` rose by ``min_gain`` or more, then fell
+    back at least ``climb_giveback`` of its gain and stayed there over the last ``window``
+    evaluations."""
+    if len(acc) < th.window + 2:
+        return None
+    start = acc.values[0]
+    top = max(range(len(acc) - th.window), key=lambda i: acc.values[i])
+    gain = acc.values[top] - start
+    recent = max(acc.values[-th.window :])
+    if gain < th.min_gain or acc.values[top] - recent < th.climb_giveback * gain:
+        return None
+    lost = (acc.values[top] - recent) / gain
+    what = "the value" if name == "value" else name.replace("_acc", " accuracy")
+    diagnosis = _make(
+        "diverged",
+        f"{what} rose from {start:.3g} to {acc.values[top]:.3g} at epoch {acc.epochs[top]}, "
+        f"then fell back to {acc.values[-1]:.3g}: over the last {th.window} evaluations at "
+        f"least {lost:.0%} of its gain was lost",
+        acc.epochs[-1],
+        kind="collapsed",
+        curve=name,
+        start=start,
+        peak=acc.values[top],
+        peak_epoch=acc.epochs[top],
+        last=acc.values[-1],
+        given_back=lost,
+        climb_giveback=th.climb_giveback,
+    )
+    return dataclasses.replace(diagnosis, advice=CLIMB_ADVICE)
 
 
 def _bad_init(loss: _Series, th: DiagnosisThresholds, absolute: bool = False) -> Diagnosis | None:
@@ -475,32 +662,31 @@ def _gain(s: _Series, lo: int, hi: int, absolute: bool) -> float:
 
 
 def _decay_too_early(
-    lr: dict[int, float], metric: _Series | None, loss: _Series, th: DiagnosisThresholds
+    lr_s: _Series, metric: _Series | None, loss: _Series, th: DiagnosisThresholds
 ) -> Diagnosis | None:
     """A sharp LR drop early in the run, with progress stalling right after it."""
-    lr_s = _series(list(lr), list(lr.values()))
     steps = [
         i
         for i in range(1, len(lr_s))
         if lr_s.values[i - 1] > 0 and lr_s.values[i] <= th.decay_ratio * lr_s.values[i - 1]
     ]
-    if not steps:
+    s = metric if metric is not None else loss
+    if not steps or len(s) < th.min_points:
         return None
     i = steps[0]
-    decay_epoch = lr_s.epochs[i]
-    last_epoch = max(lr_s.epochs[-1], loss.epochs[-1])
-    if decay_epoch > th.early_decay_fraction * last_epoch:
+    decay_epoch = lr_s.epochs[i]  # the first epoch trained at the lower rate
+    last_epoch = max(lr_s.epochs[-1], s.epochs[-1])
+    if lr_s.epochs[i - 1] > th.early_decay_fraction * last_epoch:
         return None
-    s = metric if metric is not None else loss
     absolute = metric is not None
-    # k: the last evaluation trained at the old rate; the window before it and everything after.
+    # k: the last evaluation trained at the old rate; the run before it and everything after.
     k = next((j for j, e in enumerate(s.epochs) if e >= decay_epoch), len(s)) - 1
     if k < 1 or len(s) - 1 - k < th.window:
         return None
-    lo = max(0, k - th.window)
-    rate_before = _gain(s, lo, k + 1, absolute) / max(1, s.epochs[k] - s.epochs[lo])
+    gain_before = _gain(s, 0, k + 1, absolute)
+    rate_before = gain_before / max(1, s.epochs[k] - s.epochs[0])
     rate_after = _gain(s, k, len(s), absolute) / max(1, s.epochs[-1] - s.epochs[k])
-    if rate_before * th.window < th.min_gain or rate_after > th.stall_ratio * rate_before:
+    if gain_before < th.min_gain or rate_after > th.stall_ratio * rate_before:
         return None
     return _make(
         "decay_too_early",
@@ -515,13 +701,11 @@ def _decay_too_early(
         gain_rate_after=rate_after,
         curve="val_acc" if absolute else "loss",
     )
-
-
 def _overfitting(
     train_acc: _Series, val_acc: _Series, val_loss: _Series, th: DiagnosisThresholds
 ) -> Diagnosis | None:
     """Validation accuracy peaked and fell (or its loss rose) while train accuracy kept rising,
-    the gap wide."""
+    the gap wide: the model fits its training data better than it ever validated."""
     train = dict(zip(train_acc.epochs, train_acc.values, strict=True))
     peak_i = max(range(len(val_acc)), key=lambda i: (val_acc.values[i], -i))
     peak_epoch = val_acc.epochs[peak_i]
@@ -533,6 +717,10 @@ def _overfitting(
     drop = val_acc.values[peak_i] - val_acc.values[-1]
     if gap_now < th.overfit_gap:
         return None  # no gap to speak of
+    if val_acc.values[peak_i] - val_acc.values[0] < th.min_gain or (
+        train[last_epoch] <= val_acc.values[peak_i]
+    ):
+        return None  # it never learned, or fits its training data no better than it validated
     # Either validation accuracy peaked before the last window and fell or fell behind...
     by_acc = (
         peak_i < len(val_acc) - th.window
@@ -595,27 +783,55 @@ def _overfitting_by_loss(
 
 
 def _underfitting(
-    train_acc: _Series, val_acc: _Series, th: DiagnosisThresholds
+    train_acc: _Series, val_acc: _Series, th: DiagnosisThresholds, reference_acc: float | None
 ) -> Diagnosis | None:
-    """Train and validation accuracy close together and both low."""
+    """Train and validation accuracy close together and both low: below what the study reaches
+    (``reference_acc``) by ``underfit_margin``, or without a reference below ``underfit_acc``."""
     t, v = train_acc.values[-1], val_acc.values[-1]
-    if t >= th.underfit_acc or abs(t - v) > th.underfit_gap:
+    if abs(t - v) > th.underfit_gap:
         return None
-    return _make(
+    best = max(val_acc.values)
+    if reference_acc is None:
+        if t >= th.underfit_acc:
+            return None
+        reason = (
+            f"train accuracy {t:.3f} and validation accuracy {v:.3f} are close and both below "
+            f"{th.underfit_acc}"
+        )
+    else:
+        if best >= reference_acc - th.underfit_margin:
+            return None
+        reason = (
+            f"the best validation accuracy {best:.3f} is {reference_acc - best:.3f} below the "
+            f"study's best {reference_acc:.3f}, and train accuracy {t:.3f} is no better than "
+            f"validation accuracy {v:.3f}: the model does not fit its training data either"
+        )
+    rising = False
+    if len(val_acc) >= th.window + 2:
+        new_best, _, flat = _recent_best_gain(val_acc, True, th)
+        rising = new_best >= flat
+    diagnosis = _make(
         "underfitting",
-        f"train accuracy {t:.3f} and validation accuracy {v:.3f} are close and both below "
-        f"{th.underfit_acc}",
+        reason + ("; still rising" if rising else ""),
         train_acc.epochs[-1],
         train_acc_last=t,
         val_acc_last=v,
-        underfit_acc=th.underfit_acc,
+        val_acc_best=best,
+        reference_acc=reference_acc,
+        underfit_acc=th.underfit_acc if reference_acc is None else None,
+        underfit_margin=th.underfit_margin if reference_acc is not None else None,
         underfit_gap=th.underfit_gap,
+        still_rising=int(rising),
     )
+    if rising:
+        return dataclasses.replace(diagnosis, advice=STILL_RISING_UNDERFIT_ADVICE)
+    return diagnosis
 
 
-def _lr_constant(lr: dict[int, float], first_epoch: int) -> bool:
-    values = [v for e, v in lr.items() if e >= first_epoch and math.isfinite(v)]
-    return not values or max(values) <= min(values) * (1 + 1e-6)
+def _lr_never_fell(lr: _Series) -> bool:
+    """A learning-rate series was recorded and never decreased (constant, or a warmup)."""
+    pairs = zip(lr.values, lr.values[1:], strict=False)
+    return len(lr) > 0 and all(b >= a * (1 - 1e-6) for a, b in pairs)
 
 
 def _noise(s: _Series, th: DiagnosisThresholds) -> float:
@@ -635,18 +851,18 @@ def _noise(s: _Series, th: DiagnosisThresholds) -> float:
 
 
 def _plateau(
-    metric: _Series | None, loss: _Series, lr: dict[int, float], th: DiagnosisThresholds
+    metric: _Series | None, loss: _Series, lr: _Series, th: DiagnosisThresholds
 ) -> Diagnosis | None:
-    """Improved from the start, then flat over the last ``window`` epochs at a constant LR:
-    a new best under ``flat_gain`` or under ``noise_z`` times the curve's noise."""
+    """Improved from the start, then flat over the last ``window`` evaluations at a learning
+    rate that never decayed: a new best under ``flat_gain`` or under ``noise_z`` times the
+    curve's noise. Without a learning-rate series this is never claimed."""
     s = metric if metric is not None else loss
     absolute = metric is not None
-    if len(s) < th.window + 2:
+    if len(s) < th.window + 2 or not _lr_never_fell(lr):
         return None
-    k = len(s) - th.window - 1
     total = _gain(s, 0, len(s), absolute)
     recent, noise, flat = _recent_best_gain(s, absolute, th)
-    if total < th.min_gain or recent >= flat or not _lr_constant(lr, s.epochs[k]):
+    if total < th.min_gain or recent >= flat:
         return None
     return _make(
         "plateau",
@@ -688,18 +904,66 @@ def _best(s: _Series, lo: int, hi: int, absolute: bool) -> float:
     return max(s.values[lo:hi]) if absolute else -min(s.values[lo:hi])
 
 
+def _worsening(s: _Series, maximize: bool, th: DiagnosisThresholds) -> Diagnosis | None:
+    """``inconclusive`` (seen ``worsening``) when a reported value moved away from its best and
+    stayed away over the last ``window`` values: a loss ``overfit_loss_rise`` above its minimum,
+    an accuracy more than its flat threshold (see :func:`_plateau`) below its peak. Overfitting
+    and a slow divergence both do this; one curve cannot tell them apart."""
+    if len(s) < th.window + 2:
+        return None
+    before = range(len(s) - th.window)
+    tail = s.values[-th.window :]
+    if maximize:
+        best = max(before, key=lambda i: s.values[i])
+        moved = s.values[best] - max(tail)
+        needed = max(th.overfit_drop, _recent_best_gain(s, True, th)[2])
+        what = f"fell {moved:.3g} below its peak {s.values[best]:.4g}"
+    else:
+        best = min(before, key=lambda i: s.values[i])
+        if s.values[best] <= 0:
+            return None
+        moved = min(tail) / s.values[best] - 1
+        needed = th.overfit_loss_rise
+        what = f"rose {moved:.0%} above its minimum {s.values[best]:.4g}"
+    if moved < needed:
+        return None
+    return _make(
+        "inconclusive",
+        f"the value {what} at step {s.epochs[best]} and stayed there over the last "
+        f"{th.window} values: overfitting or a slow divergence, which the train curves would "
+        "tell apart",
+        s.epochs[-1],
+        seen="worsening",
+        best=s.values[best],
+        best_step=s.epochs[best],
+        last=s.values[-1],
+        moved=moved,
+        threshold=needed,
+        window=th.window,
+    )
+
+
 def _healthy(
-    train_acc: _Series | None, metric: _Series | None, loss: _Series, th: DiagnosisThresholds
+    train_acc: _Series | None,
+    metric: _Series | None,
+    loss: _Series,
+    th: DiagnosisThresholds,
+    *,
+    missing: Sequence[str] = (),
+    name: str | None = None,
 ) -> Diagnosis:
     """No fault. Still rising when the last ``window`` evaluations moved the best by at least
     the flat threshold :func:`_plateau` uses; otherwise converged, with
-    :data:`CONVERGED_ADVICE`."""
+    :data:`CONVERGED_ADVICE`, unless the learning rate is among the ``missing`` curves: a curve
+    that stopped improving is then ``inconclusive`` (seen ``flat``), as a plateau at a constant
+    learning rate and a finished schedule look alike without it."""
     s = metric if metric is not None else loss
     absolute = metric is not None
     k = max(0, len(s) - th.window - 1)
     recent = _gain(s, k, len(s), absolute)
     evidence: Evidence = {"recent_gain": recent, "window": th.window}
-    rising, new_best, flat = True, 0.0, 0.0
+    # Too short for the noise: rising when its last evaluations gained at all.
+    rising, new_best, flat = recent >= th.flat_gain, 0.0, 0.0
     if len(s) >= th.window + 2:
         new_best, _, flat = _recent_best_gain(s, absolute, th)
         rising = new_best >= flat
@@ -708,10 +972,31 @@ def _healthy(
     if train_acc is not None and metric is not None:
         evidence["gap_last"] = train_acc.values[-1] - metric.values[-1]
         evidence["val_acc_last"] = metric.values[-1]
-    curve = "validation accuracy" if absolute else "the loss"
+    if missing:
+        evidence["not_recorded"] = ", ".join(missing)
+    curve = name or ("validation accuracy" if absolute else "the loss")
+    if not rising and "the learning rate" in missing:
+        return _make(
+            "inconclusive",
+            f"{curve} stopped improving (its best moved {new_best:.3g} over the last "
+            f"{th.window} evaluations, under the flat threshold {flat:.3g}); without "
+            f"{' and '.join(missing)} a plateau at a constant learning rate, a run that "
+            "converged as its schedule decayed and underfitting look alike",
+            s.epochs[-1],
+            seen="flat",
+            **evidence,
+        )
+    unchecked = (
+        f" (without {' and '.join(missing)}, not checked for "
+        + ("overfitting, underfitting or a plateau)" if "train curves" in missing
+           else "a plateau)")
+        if missing
+        else ""
+    )
     diagnosis = _make(
         "healthy",
-        f"no fault found; {curve} gained {recent:.3g} over the last {th.window} evaluations"
+        f"no fault found{unchecked}; {curve} gained {recent:.3g} over the last {th.window} "
+        "evaluations"
         + ("" if rising else f"; its best moved {new_best:.3g}, under the flat threshold "
            f"{flat:.3g}: converged"),
         s.epochs[-1] if len(s) else None,

@@ -53,7 +53,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc._errors import SpecError
-from tunesvc.curves._curves import Curves, curves_of
+from tunesvc.curves._curves import Curves
 from tunesvc.curves._diagnosis import (
     LABELS,
     Diagnosis,
@@ -62,6 +62,7 @@ from tunesvc.curves._diagnosis import (
     diagnose_values,
 )
 from tunesvc.pruning._policy import FinishedTrials, PolicySettings, decide_policy
+from tunesvc.storage._attrs import curves_of
 
 NUM_CLASSES_ATTR = "num_classes"
 """Trial user attribute with the number of classes of a cross-entropy objective, if known."""

@@ -36,6 +36,13 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tunesvc._errors import TrainingError
 from tunesvc.curves._curves import CURVE_NAMES, Curves, EpochRecord
 from tunesvc.training._checkpoint import load_checkpoint, save_checkpoint
+from tunesvc.training._seeded import (
+    DropoutSwap,
+    seed_words,
+    shuffle_key,
+    shuffle_order,
+    step_keys,
+)
 
 Data: TypeAlias = "tuple[Tensor, Tensor] | Dataset[Any]"
 """Train or validation data: ``(X, y)`` tensors (rows are samples) or a Dataset of pairs."""
@@ -189,7 +196,12 @@ def fit(
     with the saved evaluations and continues, giving the same curves (but wall times) as an
     uninterrupted run.
 
-    The global torch RNG is seeded from ``seed`` for the run and restored afterwards.
+    The global torch RNG is seeded from ``seed`` for the run and restored afterwards. The
+    model's ``nn.Dropout`` layers draw their masks from ``seed`` and the step number instead
+    of the global RNG, and each epoch's shuffle is one sort under a key drawn from the seed
+    (see :mod:`tunesvc.training._seeded`), so that a trial trained in a population gets the
+    same masks and batches; a module passed as ``setup.model`` gets its ``nn.Dropout``
+    layers back after.
 
     Raises :class:`TrainingError` for a setup that cannot train, with what to fix.
     """
@@ -199,7 +211,10 @@ def fit(
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(seed)
         run = _Run(setup, dev, seed, metric)
-        return run.fit(epochs, on_epoch, checkpoint_path, resume, checkpoint_every_s)
+        try:
+            return run.fit(epochs, on_epoch, checkpoint_path, resume, checkpoint_every_s)
+        finally:
+            run.dropout.restore()
 
 
 class _Batches:
@@ -249,15 +264,17 @@ class _Batches:
         return next(self.eval_batches(min(self.batch_size, 256)))
 
     def train_batches(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-        """Shuffled training batches, the order drawn from ``generator``."""
+        """Shuffled training batches, the order from one key drawn from ``generator`` (see
+        :func:`shuffle_order`: the order a population gives the same trial)."""
+        key = torch.tensor([shuffle_key(generator)], dtype=torch.int32, device=self.device)
+        order = shuffle_order(key, self.n)[0]
         if self.x is not None and self.y is not None:
             x, y, bs = self.x, self.y, self.batch_size
-            perm = torch.randperm(self.n, generator=generator).to(self.device, non_blocking=True)
             for start in range(0, self.n, bs):
-                idx = perm[start : start + bs]
+                idx = order[start : start + bs]
                 yield x.index_select(0, idx), y.index_select(0, idx)
         else:
-            yield from self._loader(self.batch_size, generator)
+            yield from self._loader(self.batch_size, order.tolist())
 
     def eval_batches(self, batch_size: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """Batches in order, for evaluation."""
@@ -268,15 +285,12 @@ class _Batches:
         else:
             yield from self._loader(bs, None)
 
-    def _loader(
-        self, batch_size: int, generator: torch.Generator | None
-    ) -> Iterator[tuple[Tensor, Tensor]]:
+    def _loader(self, batch_size: int, order: list[int] | None) -> Iterator[tuple[Tensor, Tensor]]:
         assert self.dataset is not None
         loader = DataLoader(
             self.dataset,
             batch_size=batch_size,
-            shuffle=generator is not None,
-            generator=generator,
+            sampler=order,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
         )
@@ -305,6 +319,7 @@ class _Run:
                 f"model must be a torch.nn.Module or a function returning one, "
                 f"got {type(model).__name__}"
             )
+        self.dropout = DropoutSwap(model)
         self.model = model.to(device)
         self.train = _Batches(setup.train, "train", setup, device)
         self.val = _Batches(setup.val, "val", setup, device)
@@ -320,8 +335,9 @@ class _Run:
                 "use metric='val_loss'"
             )
         self.metric = metric
-        self.optimizer = _make_optimizer(setup, self.model)
+        self.optimizer = make_optimizer(setup, self.model)
         self.shuffle = torch.Generator().manual_seed(seed + 1)
+        self.seed_word = seed_words([seed], device)
 
     def fit(
         self,
@@ -357,7 +373,7 @@ class _Run:
         for epoch in range(start + 1, epochs + 1):
             t0 = time.perf_counter()
             lr = self._lr(epoch, epochs)
-            train_loss, train_acc = self._train_epoch(lr)
+            train_loss, train_acc = self._train_epoch(lr, epoch)
             val_loss, val_acc = self._evaluate(self.val)
             record = EpochRecord(
                 epoch, train_loss, val_loss, train_acc, val_acc, lr, time.perf_counter() - t0
@@ -377,8 +393,12 @@ class _Run:
         s = self.setup
         return scheduled_lr(s.schedule, s.lr, epoch, epochs, step_at=s.step_at, gamma=s.gamma)
 
-    def _train_epoch(self, lr: float) -> tuple[float, float | None]:
+    def _train_epoch(self, lr: float, epoch: int) -> tuple[float, float | None]:
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
+        steps = -(-self.train.n // self.train.batch_size)
+        keys = self.dropout.layer_keys(
+            step_keys(self.seed_word, torch.tensor([(epoch - 1) * steps]), steps)[0]
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
@@ -388,7 +408,9 @@ class _Run:
         sizes: list[int] = []
         predicted: list[Tensor] = []
         targets: list[Tensor] = []
-        for xb, yb in self.train.train_batches(self.shuffle):
+        for step, (xb, yb) in enumerate(self.train.train_batches(self.shuffle)):
+            if keys:
+                self.dropout.set_keys([k[step] for k in keys])
             out = model(xb)
             loss = loss_fn(out, yb)
             optimizer.zero_grad(set_to_none=True)
@@ -424,29 +446,8 @@ class _Run:
     def _result(
         self, curves: Curves, *, diverged: EpochRecord | None = None, stopped_at: int | None = None
     ) -> FitResult:
-        best_epoch, value = _best(curves, self.metric)
-        reason = None
-        if diverged is not None:
-            which = "train" if not math.isfinite(diverged.train_loss) else "val"
-            loss = diverged.train_loss if which == "train" else diverged.val_loss
-            reason = (
-                f"diverged: {which}_loss = {loss} at epoch {diverged.epoch} "
-                f"(lr = {diverged.lr:g}); lower the learning rate"
-                if diverged.epoch
-                else f"diverged: {which}_loss = {loss} before any update; check the data for "
-                "NaN or infinite values"
-            )
-        elif stopped_at is not None:
-            reason = f"stopped early by on_epoch at epoch {stopped_at}"
-        return FitResult(
-            curves=curves,
-            metric=self.metric,
-            value=value,
-            best_epoch=best_epoch,
-            num_classes=self.num_classes,
-            diverged=diverged is not None,
-            stopped_early=stopped_at is not None,
-            reason=reason,
+        return fit_result(
+            curves, self.metric, self.num_classes, diverged=diverged, stopped_at=stopped_at
         )
 
     def _fingerprint(self, epochs: int) -> dict[str, Any]:
@@ -509,7 +510,7 @@ class _Run:
         loss = self.setup.loss
         loss_fn = loss_function(loss)
         param = next(self.model.parameters(), None)
-        classifies = loss == "cross_entropy"
+        is_classifier = loss == "cross_entropy"
         for batches in (self.train, self.val):
             xb, yb = batches.first()
             where = f"{batches.name} batch X {tuple(xb.shape)}"
@@ -568,12 +569,10 @@ class _Run:
                         f"loss must return the batch mean as a scalar tensor, got "
                         f"{getattr(value, 'shape', type(value).__name__)} for {got}"
                     )
-                classifies = (
-                    out.ndim == 2 and yb.ndim == 1 and not yb.is_floating_point()
-                ) and out.shape[0] == yb.shape[0]
-            if classifies:
+                is_classifier = classifies(loss, out, yb)
+            if is_classifier:
                 self.num_classes = int(out.shape[1])
-        return loss_fn, classifies
+        return loss_fn, is_classifier
 
     def _check_labels(self, batches: _Batches, classes: int) -> None:
         y = batches.y if batches.y is not None else batches.first()[1]
@@ -584,6 +583,42 @@ class _Run:
                 f"{low}..{high}; make the model's last layer output {max(high + 1, classes)} "
                 "scores or relabel to 0..classes-1"
             )
+
+
+def fit_result(
+    curves: Curves,
+    metric: str,
+    num_classes: int | None,
+    *,
+    diverged: EpochRecord | None = None,
+    stopped_at: int | None = None,
+) -> FitResult:
+    """The :class:`FitResult` of a run with these ``curves`` that diverged at ``diverged``, was
+    stopped after epoch ``stopped_at``, or neither (it trained all its epochs)."""
+    best_epoch, value = _best(curves, metric)
+    reason = None
+    if diverged is not None:
+        which = "train" if not math.isfinite(diverged.train_loss) else "val"
+        loss = diverged.train_loss if which == "train" else diverged.val_loss
+        reason = (
+            f"diverged: {which}_loss = {loss} at epoch {diverged.epoch} "
+            f"(lr = {diverged.lr:g}); lower the learning rate"
+            if diverged.epoch
+            else f"diverged: {which}_loss = {loss} before any update; check the data for "
+            "NaN or infinite values"
+        )
+    elif stopped_at is not None:
+        reason = f"stopped early by on_epoch at epoch {stopped_at}"
+    return FitResult(
+        curves=curves,
+        metric=metric,
+        value=value,
+        best_epoch=best_epoch,
+        num_classes=num_classes,
+        diverged=diverged is not None,
+        stopped_early=stopped_at is not None,
+        reason=reason,
+    )
 
 
 def loss_function(loss: str | LossFn) -> LossFn:
@@ -597,17 +632,34 @@ def loss_function(loss: str | LossFn) -> LossFn:
     raise TrainingError(_choice_message("loss", str(loss), LOSSES))
 
 
-def _make_optimizer(setup: TrainingSetup, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(
+    setup: TrainingSetup,
+    model: nn.Module,
+    *,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+) -> torch.optim.Optimizer:
+    """The optimizer ``setup`` names over ``model``'s trainable parameters, at ``setup``'s
+    learning rate and weight decay unless given (the checks turn weight decay off)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("model has no trainable parameters; nothing to tune")
+    lr = setup.lr if lr is None else lr
+    weight_decay = setup.weight_decay if weight_decay is None else weight_decay
     if setup.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=setup.lr, weight_decay=setup.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if setup.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=setup.lr, momentum=setup.momentum, weight_decay=setup.weight_decay
-        )
+        return torch.optim.SGD(params, lr=lr, momentum=setup.momentum, weight_decay=weight_decay)
     raise TrainingError(_choice_message("optimizer", setup.optimizer, OPTIMIZERS))
+
+
+def classifies(loss: str | LossFn, out: Tensor, y: Tensor) -> bool:
+    """Whether a model output ``out`` and targets ``y`` under ``loss`` are a classification:
+    one score per class per sample and integer labels (accuracies are then recorded)."""
+    if loss == "mse":
+        return False
+    return (out.ndim == 2 and y.ndim == 1 and not y.is_floating_point()
+            and out.shape[0] == y.shape[0])
 
 
 def _check_setup(setup: TrainingSetup, epochs: int, checkpoint_every_s: float) -> None:

@@ -1,19 +1,19 @@
-"""Several workers on one machine: worker processes, stop signals, the progress display.
+"""Several workers on one machine: worker processes and stop signals.
 
 ``tunesvc study run NAME --workers K`` starts K worker processes (``multiprocessing`` spawn, so
 CUDA and PyTorch threads start fresh in each); every one joins the study through the database,
 exactly as a worker on another machine does. They report claims, epochs and results over a
-queue to this process, which shows them live or as plain lines.
+pipe each to this process, which hands them to its ``on_event``.
 
 SIGINT and SIGTERM stop a worker gracefully: the objective is interrupted, the trial marked
-FAIL and queued again, and the worker exits (see :class:`tunesvc.worker._runner.StopRequest`). The
-parent passes SIGTERM on to its workers and kills any still running after ``STOP_GRACE_S``;
-their trials are then retried by the heartbeat mechanism.
+FAIL and queued again, and the worker exits (see :class:`tunesvc.worker._events.StopRequest`).
+The parent passes SIGTERM on to its workers and kills any still running after ``STOP_GRACE_S``;
+their trials are then retried by the heartbeat mechanism. A worker whose parent dies (even by
+``kill -9``) stops the same way within ``PARENT_CHECK_S``: its trial is queued again.
 """
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import multiprocessing.context
 import os
@@ -22,64 +22,21 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
 
 from tunesvc import _errors
 from tunesvc._errors import TunesvcError
-from tunesvc.worker._runner import Budget, StopRequest, TrialResult, WorkerEvent
+from tunesvc.storage import open_storage
+from tunesvc.worker._events import Budget, TrialResult, WorkerEvent
+from tunesvc.worker._loop import WorkerOptions, work
 
 STOP_GRACE_S = 8.0
-"""Seconds the parent waits for stopping workers before killing them (the issue allows 10)."""
-
-
-def worker_devices(device: str, workers: int, gpus: int) -> list[str]:
-    """The device of each of ``workers`` workers: ``auto`` and ``cuda`` spread over the
-    ``gpus`` visible GPUs round-robin (``auto`` is the CPU without one); anything else
-    (``cpu``, ``cuda:1``) pins every worker there.
-
-    Example::
-
-        worker_devices("cuda", 3, gpus=2)  # ['cuda:0', 'cuda:1', 'cuda:0']
-    """
-    if device in ("auto", "cuda") and gpus > 0:
-        return [f"cuda:{i % gpus}" for i in range(workers)]
-    if device == "auto":
-        return ["cpu"] * workers
-    return [device] * workers
-
-
-def visible_gpus() -> int:
-    """GPUs this process may use; 0 without touching torch on a machine with no NVIDIA driver
-    (importing torch takes seconds)."""
-    if not Path("/proc/driver/nvidia/gpus").exists():
-        return 0
-    import torch
-
-    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-
-
-@contextmanager
-def graceful_stop(stop: StopRequest) -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into a stop request while the block runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.request()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+"""Seconds the parent waits for stopping workers before killing them."""
+PARENT_CHECK_S = 0.5
+"""How often a worker process checks that its parent still lives."""
 
 
 class SharedBudget(Budget):
@@ -121,51 +78,77 @@ def _share_cores(workers: int) -> None:
 def _worker_main(
     name: str,
     url: str,
-    pool: tuple[int, int],
-    device: str | None,
-    timeout: float | None,
-    heartbeat_s: int,
+    options: WorkerOptions,
     events: Connection,
     budget: Budget | None,
 ) -> None:
-    from tunesvc.service._studies import run_study
-
-    _share_cores(workers=pool[1])
+    _share_cores(workers=options.workers)
+    _stop_when_orphaned()
+    storage = None
     # One pipe per worker, not a shared queue: a worker killed mid-message holds no lock that
     # the others need.
     try:
-        run_study(name, url, device=device, timeout=timeout, pool=pool,
-                  heartbeat_s=heartbeat_s, on_event=events.send, budget=budget)
+        storage = open_storage(url)
+        work(storage, name, url, options, on_event=_sender(events), budget=budget)
     except TunesvcError as e:
-        events.send(WorkerFailed(pool[0], type(e).__name__, str(e)))
+        _send(events, WorkerFailed(options.index, type(e).__name__, str(e)))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     finally:
+        if storage is not None:
+            storage.engine.dispose()
         events.close()
+
+
+def _stop_when_orphaned() -> None:
+    """Stop this worker gracefully (its trial queued again) once its parent is gone: a thread
+    watches the parent's pid and sends this process the SIGTERM a parent would have passed on."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="tunesvc-parent-watch", daemon=True).start()
+
+
+def _sender(events: Connection) -> Callable[[WorkerEvent], None]:
+    def send(event: WorkerEvent) -> None:
+        _send(events, event)
+
+    return send
+
+
+def _send(events: Connection, message: object) -> None:
+    """Send to the parent; a parent gone mid-run is no error of the trial's: the parent watch
+    stops this worker."""
+    try:
+        events.send(message)
+    except OSError:
+        pass
 
 
 def run_pool(
     name: str,
     url: str,
+    options: WorkerOptions,
     *,
-    workers: int,
-    device: str | None,
-    n_trials: int | None,
-    timeout: float | None,
-    heartbeat_s: int,
     on_event: Callable[[WorkerEvent], None] | None = None,
     on_result: Callable[[TrialResult], None] | None = None,
 ) -> list[TrialResult]:
-    """Run ``workers`` worker processes on study ``name`` until they all end; the results of
-    their trials. Each worker picks its device from ``device`` (see :func:`worker_devices`). A
-    stop signal stops them all and raises KeyboardInterrupt here."""
+    """Run ``options.workers`` worker processes on study ``name`` until they all end; the
+    results of their trials. They share ``options.n_trials``; each picks its device from
+    ``options.device`` (see :func:`~tunesvc.worker._devices.worker_devices`). A stop signal
+    stops them all and raises KeyboardInterrupt here."""
     mp = multiprocessing.get_context("spawn")
-    budget = SharedBudget(mp, n_trials) if n_trials is not None else None
+    workers = options.workers
+    budget = SharedBudget(mp, options.n_trials) if options.n_trials is not None else None
     pipes = [mp.Pipe(duplex=False) for _ in range(workers)]
     procs = [
         mp.Process(target=_worker_main, name=f"tunesvc-worker-{i}", daemon=False,
-                   args=(name, url, (i, workers), device, timeout, heartbeat_s, pipes[i][1],
+                   args=(name, url, replace(options, index=i, n_trials=None), pipes[i][1],
                          budget))
         for i in range(workers)
     ]
@@ -230,107 +213,3 @@ def run_pool(
         raise TunesvcError(f"all {len(procs)} workers ended with an error (exit codes "
                            f"{', '.join(map(str, crashed))}); their tracebacks are above")
     return results
-
-
-# --- progress display -------------------------------------------------------------------------
-
-
-@dataclass
-class _WorkerRow:
-    device: str = "-"
-    trial: int | None = None
-    epoch: int | None = None
-    state: str = "starting"
-
-
-@dataclass
-class ProgressDisplay:
-    """Shows a run's progress: live (a table that redraws) on a terminal, else one plain line
-    per finished trial; ``quiet`` shows nothing until the summary.
-
-    Use as the ``on_event`` of :func:`tunesvc.service._studies.run_study`, inside ``with``.
-    """
-
-    live: bool = False
-    quiet: bool = False
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    counts: dict[str, int] = field(default_factory=dict)
-    best: TrialResult | None = None
-    direction: str | None = None
-    workers: dict[int, _WorkerRow] = field(default_factory=dict)
-    _live: Any = None
-
-    def __enter__(self) -> ProgressDisplay:
-        if self.live and not self.quiet:
-            from rich.console import Console
-            from rich.live import Live
-
-            self._live = Live(self._render(), console=Console(file=self.out),
-                              refresh_per_second=4, transient=False)
-            self._live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.update(self._render())
-            self._live.__exit__(None, None, None)
-            self._live = None
-
-    def __call__(self, event: WorkerEvent) -> None:
-        row = self.workers.setdefault(event.worker, _WorkerRow())
-        if event.device:
-            row.device = event.device
-        if event.kind == "claimed":
-            self.direction = event.direction or self.direction
-            row.trial, row.epoch, row.state = event.trial, None, "running"
-        elif event.kind == "epoch":
-            row.trial, row.epoch = event.trial, event.epoch
-        elif event.kind == "waiting":
-            row.trial, row.epoch, row.state = None, None, "waiting for others"
-        elif event.kind == "finished" and event.result is not None:
-            row.trial, row.epoch, row.state = None, None, "idle"
-            self._count(event.result)
-            if not self.live and not self.quiet:
-                print(self.line(event.result), file=self.out, flush=True)
-        if self._live is not None:
-            self._live.update(self._render())
-
-    def _count(self, result: TrialResult) -> None:
-        key = result.state.name.lower()
-        self.counts[key] = self.counts.get(key, 0) + 1
-        if result.value is None or not math.isfinite(result.value) or result.outcome == "lost":
-            return
-        if self.best is None or self._better(result.value, self.best.value):
-            self.best = result
-
-    def _better(self, a: float, b: float | None) -> bool:
-        if b is None:
-            return True
-        return a < b if self.direction == "minimize" else a > b
-
-    @staticmethod
-    def line(result: TrialResult) -> str:
-        value = f" value={result.value:.4g}" if result.value is not None else ""
-        params = " ".join(f"{k}={_fmt(v)}" for k, v in result.params.items())
-        detail = f" ({result.error})" if result.error else ""
-        return (f"trial {result.number} {result.state.name.lower()} [{result.outcome}]{value} "
-                f"{params}{detail}")
-
-    def _render(self) -> Any:
-        from rich.markup import escape
-        from rich.table import Table
-
-        done = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items())) or "none yet"
-        best = "-" if self.best is None else self.line(self.best)
-        table = Table(title=escape(f"finished: {done}\nbest: {best}"), title_justify="left")
-        for column in ("worker", "device", "trial", "epoch", "state"):
-            table.add_column(column)
-        for i, row in sorted(self.workers.items()):
-            table.add_row(str(i), row.device, _fmt(row.trial), _fmt(row.epoch), row.state)
-        return table
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return "-" if x is None else str(x)

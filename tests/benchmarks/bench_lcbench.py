@@ -11,10 +11,9 @@ told to stop, completes with its best epoch. A completed trial's value is its be
 tunesvc records it). A trial the budget cuts short does not complete.
 
 Accuracies are reported as fractions, as tunesvc records them and as the diagnoses' thresholds
-expect; ``--percent`` reports percents instead (the issue's table was made so: the pruner before
-issue 11, whose plateau early stop is tuned for fractions, gives 3.62 / 0.59 / 0.79 on seeds 0
-and 1 that way, and 0.21 / 0.26 / 0.52 on fractions on seeds 0..4; Optuna's pruners and
-tunesvc's current one do not depend on the units).
+expect; ``--percent`` reports percents instead, as the issue's table was made. Optuna's pruners
+and tunesvc's current one decide the same either way; the pruner before issue 11 does not (its
+plateau early stop reads the diagnoses' thresholds, which are in fractions).
 
 The *level* is the no-pruning run's best minus 0.5 points. A run *reaches* it when a completed
 trial's value is at or above it; its *speed-up* is the epochs the no-pruning run spent until
@@ -29,8 +28,8 @@ dependency (``pip install onnxruntime``); without either this script prints one 
 
 Run: ``python tests/benchmarks/bench_lcbench.py [--tasks T ...] [--seeds 0 1 2 3 4]
 [--pruners none hyperband ...] [--percent] [--per-run]``; ``--quick`` is two tasks, seed 0.
-All of it (17 tasks x 5 seeds, six pruners) takes about 25 minutes on 2 cores, most of it in
-Optuna's MedianPruner.
+All of it (17 tasks x 5 seeds, six pruners) takes 6 to 25 minutes on 2 cores (quiet or busy),
+most of it in Optuna's MedianPruner.
 """
 
 from __future__ import annotations

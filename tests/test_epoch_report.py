@@ -13,10 +13,10 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from tunesvc import CURVES_ATTR
-from tunesvc._pruner import LearningCurvePruner
 from tunesvc.curves._curves import Curves
 from tunesvc.curves._diagnosis import diagnose
 from tunesvc.pruning._epoch_report import HoldsCurves, report_epoch
+from tunesvc.pruning._pruner import LearningCurvePruner
 from tunesvc.storage._attrs import curves_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -61,9 +61,12 @@ def digits_objective(trial: optuna.Trial) -> float:
 
 
 def test_a_plain_objective_records_its_curves(storage_url: str) -> None:
-    # min_epochs past the run: no rank pruning, only the curves' own diagnosis.
+    # The same params twice (the same run twice): neither is pruned against the other, and
+    # min_gain=0 stops neither early.
     study = optuna.create_study(storage=storage_url, direction="maximize",
-                                pruner=LearningCurvePruner(min_epochs=100))
+                                pruner=LearningCurvePruner(min_gain=0))
+    for lr in (3e-3, 3e-3):
+        study.enqueue_trial({"lr": lr})
     study.optimize(digits_objective, n_trials=2)
     for trial in study.trials:
         assert trial.state == optuna.trial.TrialState.COMPLETE
@@ -97,7 +100,7 @@ def climbing_objective(trial: optuna.Trial, *, curves: bool) -> float:
 @pytest.mark.parametrize("curves", [True, False], ids=["report_epoch", "report_only"])
 def test_the_pruner_sees_what_report_epoch_records(sqlite_url: str, curves: bool) -> None:
     study = optuna.create_study(storage=sqlite_url, direction="maximize",
-                                pruner=LearningCurvePruner(min_epochs=100))
+                                pruner=LearningCurvePruner())  # one trial: no bar to miss
     study.optimize(lambda t: climbing_objective(t, curves=curves), n_trials=1)
     (trial,) = study.trials
     if curves:  # the train loss climbed 3.9x its start at epoch 2: pruned there
@@ -189,7 +192,7 @@ def test_num_classes_lets_the_pruner_judge_the_initial_loss(sqlite_url: str) -> 
         return 0.7
 
     study = optuna.create_study(storage=sqlite_url, direction="maximize",
-                                pruner=LearningCurvePruner(min_epochs=100))
+                                pruner=LearningCurvePruner())  # one trial: no bar to miss
     study.optimize(objective, n_trials=1)
     (trial,) = study.trials
     assert trial.state == optuna.trial.TrialState.PRUNED and trial.last_step == 0

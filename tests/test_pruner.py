@@ -1,52 +1,41 @@
-"""LearningCurvePruner in real Optuna studies, on a temporary SQLite file and on PostgreSQL."""
+"""LearningCurvePruner: its pure ``decide``, and in real Optuna studies on a temporary SQLite
+file and on PostgreSQL (``prune``, ``should_stop``, repeatability)."""
 
 from __future__ import annotations
 
+import copy
 import math
-import time
+import pickle
 from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from tunesvc import CURVES_ATTR, Curves
+from tunesvc import CURVES_ATTR, Curves, should_stop
 from tunesvc._errors import SpecError
-from tunesvc._pruner import NUM_CLASSES_ATTR, Decision, LearningCurvePruner, make_pruner
 from tunesvc.curves._diagnosis import LABELS
+from tunesvc.pruning import Decision, LearningCurvePruner, make_pruner
+from tunesvc.pruning._policy import FinishedTrials
+from tunesvc.storage import attrs
 
 NAN = math.nan
+EPOCHS = 12
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def curve(quality: float, epochs: int) -> list[float]:
-    """A learning curve rising towards ``quality``."""
-    return [quality * (1 - 0.7**e) for e in range(epochs + 1)]
+def curve(quality: float, epochs: int = EPOCHS, speed: float = 0.7) -> dict[int, float]:
+    """Validation accuracy rising towards ``quality``, epochs 1..epochs."""
+    return {e: quality * (1 - speed**e) for e in range(1, epochs + 1)}
 
 
-def add_finished(study: optuna.Study, qualities: list[float], epochs: int = 9) -> None:
-    study.add_trials(
-        [
-            optuna.trial.create_trial(
-                value=max(curve(q, epochs)),
-                intermediate_values=dict(enumerate(curve(q, epochs))),
-            )
-            for q in qualities
-        ]
-    )
-
-
-def running(
-    study: optuna.Study, values: dict[int, float], curves: Curves | None = None
-) -> FrozenTrial:
-    """A RUNNING trial that reported ``values`` (and recorded ``curves``), as storage has it."""
-    trial = study.ask()
-    for step, v in values.items():
-        trial.report(v, step)
-    if curves is not None:
-        trial.set_user_attr(CURVES_ATTR, curves.to_json())
-        trial.set_user_attr(NUM_CLASSES_ATTR, 10)
-    return next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+def finished(*qualities: float) -> FinishedTrials:
+    """Completed trials whose curves level off early (a curve still bending at its end reads
+    as evaluation noise, which keeps the pruner from stopping anything early)."""
+    board = FinishedTrials()
+    for i, q in enumerate(qualities):
+        board.add(i, "COMPLETE", curve(q, speed=0.4))
+    return board
 
 
 def four_curves(
@@ -68,79 +57,68 @@ def four_curves(
     )
 
 
-@pytest.fixture
-def study(storage_url: str) -> optuna.Study:
-    return optuna.create_study(
-        storage=storage_url, direction="maximize", pruner=LearningCurvePruner()
-    )
+PRUNER = LearningCurvePruner(max_epochs=EPOCHS)
 
 
-def test_prunes_divergence_at_once(study: optuna.Study) -> None:
+# --- decide: pure --------------------------------------------------------------------------
+
+
+def test_prunes_divergence_at_once() -> None:
     c = four_curves([2.3, 40.0], [2.3, 45.0], [0.1, 0.1], [0.1, 0.1])
-    trial = running(study, {0: 0.1, 1: 0.1}, c)
-    decision = LearningCurvePruner().decide(study, trial)
+    decision = PRUNER.decide({0: 0.1, 1: 0.1}, c, finished(), "maximize")
     assert decision.action == "prune"
     assert decision.diagnosis.label == "diverged"
     assert decision.diagnosis.evidence["curve"] == "train_loss"
+    assert decision.diagnosis.evidence["decided_by"] == "diagnosis"
 
 
-def test_prunes_a_bad_initial_loss_at_epoch_one(study: optuna.Study) -> None:
+def test_prunes_a_bad_initial_loss_at_epoch_one() -> None:
     c = four_curves([500.0, 300.0], [510.0, 320.0], [0.1, 0.1], [0.1, 0.12])
-    decision = LearningCurvePruner().decide(study, running(study, {0: 0.1, 1: 0.12}, c))
+    decision = PRUNER.decide({0: 0.1, 1: 0.12}, c, finished(), "maximize", num_classes=10)
     assert (decision.action, decision.diagnosis.label) == ("prune", "bad_initial_loss")
+    no_classes = PRUNER.decide({0: 0.1, 1: 0.12}, c, finished(), "maximize")
+    assert no_classes.diagnosis.label != "bad_initial_loss"  # the check needs num_classes
 
 
-def test_prunes_divergence_of_a_plain_reported_metric(study: optuna.Study) -> None:
-    trial = running(study, {0: 0.1, 1: 0.5, 2: NAN})
-    assert LearningCurvePruner().decide(study, trial).diagnosis.label == "diverged"
-    assert study.pruner.prune(study, trial)
+def test_prunes_divergence_of_a_plain_reported_metric() -> None:
+    decision = PRUNER.decide({1: 0.1, 2: 0.5, 3: NAN}, None, finished(), "maximize")
+    assert (decision.action, decision.diagnosis.label) == ("prune", "diverged")
 
 
-def test_prunes_the_bottom_at_a_rung_and_keeps_the_best(study: optuna.Study) -> None:
-    add_finished(study, [0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
-    pruner = LearningCurvePruner(reduction_factor=3)
-    worst = running(study, dict(enumerate(curve(0.55, 3))))
-    best = running(study, dict(enumerate(curve(0.97, 3))))
-    decision = pruner.decide(study, worst)
+def test_prunes_when_the_forecast_falls_short_of_the_best_completed_trial() -> None:
+    board = finished(0.6, 0.9, 0.8)
+    decision = PRUNER.decide(curve(0.5, 4), None, board, "maximize")
     assert decision.action == "prune"
-    assert decision.diagnosis.evidence["rung"] == 3
-    assert decision.diagnosis.evidence["trials_at_rung"] == 6
-    assert decision.diagnosis.evidence["kept"] == 2
-    assert "ranked" in decision.diagnosis.reason
-    assert pruner.decide(study, best).action == "continue"
+    e = decision.diagnosis.evidence
+    assert e["decided_by"] == "forecast" and e["decided_at_epoch"] == 4
+    assert e["bar"] == pytest.approx(max(curve(0.9, speed=0.4).values()))
+    assert e["best_so_far"] <= e["forecast"] <= e["forecast_optimistic"] < e["bar"]
+    assert e["rank"] == 3 and e["completed_trials"] == 3 and e["horizon"] == EPOCHS
+    assert "short of the best completed trial" in decision.diagnosis.reason
+    assert decision.diagnosis.epoch == 4
+    # A better curve at the same epoch continues; so does any curve with no trial completed.
+    assert PRUNER.decide(curve(0.97, 4), None, board, "maximize").action == "continue"
+    assert PRUNER.decide(curve(0.5, 4), None, finished(), "maximize").action == "continue"
 
 
-def test_decides_only_at_rungs(study: optuna.Study) -> None:
-    add_finished(study, [0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
-    pruner = LearningCurvePruner(reduction_factor=3)
-    assert pruner.decide(study, running(study, dict(enumerate(curve(0.5, 3))))).action == "prune"
-    # Epoch 4 is past rung 3, whose decision was made at epoch 3: no new ranking until 9.
-    assert pruner.decide(study, running(study, dict(enumerate(curve(0.5, 4))))).action == (
-        "continue"
-    )
-    # A trial that skipped epoch 3 is ranked at its first report past it.
-    skipped = {0: 0.0, 1: 0.1, 2: 0.15, 5: 0.2}
-    assert pruner.decide(study, running(study, skipped)).action == "prune"
+def test_a_slow_starter_is_not_pruned_while_it_climbs() -> None:
+    board = finished(0.9)
+    slow = {1: 0.05, 2: 0.2, 3: 0.45, 4: 0.62}  # far below the bar, but rising fast
+    assert PRUNER.decide(slow, None, board, "maximize").action == "continue"
 
 
-def test_minimize_direction(storage_url: str) -> None:
-    study = optuna.create_study(storage=storage_url, direction="minimize")
-    study.add_trials(
-        [
-            optuna.trial.create_trial(
-                value=1 - q, intermediate_values={e: 1 - v for e, v in enumerate(curve(q, 9))}
-            )
-            for q in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-        ]
-    )
-    pruner = LearningCurvePruner()
-    good = running(study, {e: 1 - v for e, v in enumerate(curve(0.97, 3))})
-    bad = running(study, {e: 1 - v for e, v in enumerate(curve(0.55, 3))})
-    assert pruner.decide(study, good).action == "continue"
-    assert pruner.decide(study, bad).action == "prune"
+def test_early_stops_a_converged_curve() -> None:
+    flat = {e: 0.95 for e in range(1, 7)}
+    decision = PRUNER.decide(flat, None, finished(0.9), "maximize")
+    assert decision.action == "early_stop"
+    e = decision.diagnosis.evidence
+    assert e["gain_left"] < e["min_gain"]  # no trend left, only the completed curves' noise
+    assert "converged" in decision.diagnosis.reason
+    never = LearningCurvePruner(max_epochs=EPOCHS, min_gain=0)
+    assert never.decide(flat, None, finished(0.9), "maximize").action == "continue"
 
 
-def test_early_stops_overfitting(study: optuna.Study) -> None:
+def test_early_stop_labels_stop_at_once() -> None:
     n = 12
     train_acc = [min(1.0, 0.1 + 0.15 * e) for e in range(n)]
     val_acc = [0.1, 0.4, 0.6, 0.75, 0.8, 0.8, 0.79, 0.78, 0.77, 0.76, 0.75, 0.74]
@@ -150,35 +128,26 @@ def test_early_stops_overfitting(study: optuna.Study) -> None:
         train_acc,
         val_acc,
     )
-    trial = running(study, dict(enumerate(val_acc)), c)
-    decision = LearningCurvePruner().decide(study, trial)
-    assert decision.action == "early_stop"
-    assert decision.diagnosis.label == "overfitting"
-    assert LearningCurvePruner().prune(study, trial)
-    assert LearningCurvePruner(early_stop=()).decide(study, trial).action == "continue"
-
-
-def test_plain_objective_with_report_only(storage_url: str) -> None:
-    """A plain objective: the best trials complete, the worst are pruned, all by report()."""
-    qualities = [0.6, 0.9, 0.5, 0.95, 0.4, 0.7, 0.3, 0.85, 0.2, 0.99, 0.35, 0.45]
-
-    def objective(trial: optuna.Trial) -> float:
-        q = qualities[trial.number]
-        for step, v in enumerate(curve(q, 12)):
-            trial.report(v, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return max(curve(q, 12))
-
-    study = optuna.create_study(
-        storage=storage_url, direction="maximize", pruner=LearningCurvePruner()
+    values = dict(enumerate(val_acc))
+    overfit = LearningCurvePruner(max_epochs=30, early_stop=("overfitting",))
+    decision = overfit.decide(values, c, finished(), "maximize")
+    assert (decision.action, decision.diagnosis.label) == ("early_stop", "overfitting")
+    # Without the label the forecast decides: the best epoch is long past, so it stops too.
+    assert LearningCurvePruner(max_epochs=30).decide(values, c, finished(), "maximize").action == (
+        "early_stop"
     )
-    study.optimize(objective, n_trials=len(qualities))
-    states = {qualities[t.number]: t.state for t in study.trials}
-    assert states[0.99] == TrialState.COMPLETE
-    assert states[0.95] == TrialState.COMPLETE
-    pruned = sorted(q for q, s in states.items() if s == TrialState.PRUNED)
-    assert pruned == [0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.7, 0.85]
+
+
+def test_minimize_direction() -> None:
+    losses = FinishedTrials()
+    for i, q in enumerate((0.5, 0.6, 0.7, 0.9)):
+        losses.add(i, "COMPLETE", {e: 1 - v for e, v in curve(q).items()})
+    good = {e: 1 - v for e, v in curve(0.97, 4).items()}
+    bad = {e: 1 - v for e, v in curve(0.5, 4).items()}
+    assert PRUNER.decide(good, None, losses, "minimize").action == "continue"
+    decision = PRUNER.decide(bad, None, losses, "minimize")
+    assert decision.action == "prune"
+    assert decision.diagnosis.evidence["forecast_optimistic"] > decision.diagnosis.evidence["bar"]
 
 
 DEGENERATE = {
@@ -198,92 +167,192 @@ DEGENERATE = {
 }
 
 
-def test_degenerate_curves_never_crash(study: optuna.Study) -> None:
-    add_finished(study, [0.5, 0.9])
-    labels = {}
-    for name, c in DEGENERATE.items():
-        values = {e: v for e, v in zip(c.epoch, c.val_acc, strict=True)} or {0: 0.1}
-        decision = LearningCurvePruner().decide(study, running(study, values, c))
-        assert isinstance(decision, Decision)
-        assert decision.diagnosis.label in LABELS
-        labels[name] = decision.diagnosis.label
-    assert labels["single_point"] == labels["empty"] == "insufficient_data"
-    assert labels["nan_everywhere"] == "insufficient_data"
+@pytest.mark.parametrize("name", sorted(DEGENERATE))
+def test_degenerate_curves_never_crash(name: str) -> None:
+    c = DEGENERATE[name]
+    values = {e: v for e, v in zip(c.epoch, c.val_acc, strict=True)} or {0: 0.1}
+    decision = PRUNER.decide(values, c, finished(0.5, 0.9), "maximize")
+    assert isinstance(decision, Decision)
+    assert decision.diagnosis.label in LABELS
+    if name in ("single_point", "empty", "nan_everywhere"):
+        assert decision.diagnosis.label == "insufficient_data"
 
 
-def test_no_report_yet(study: optuna.Study) -> None:
-    decision = LearningCurvePruner().decide(study, running(study, {}))
-    assert decision == Decision("continue", decision.diagnosis)
+def test_no_report_yet() -> None:
+    decision = PRUNER.decide({}, None, finished(0.9), "maximize")
+    assert decision.action == "continue"
     assert decision.diagnosis.label == "insufficient_data"
 
 
-def test_fresh_instances_and_fresh_study_objects_decide_alike(storage_url: str) -> None:
-    """No state on the instance, and the per-process memo is only a cache of storage."""
+def test_decide_reads_only_its_arguments() -> None:
+    board = finished(0.6, 0.9)
+    a = PRUNER.decide(curve(0.5, 4), None, board, "maximize")
+    b = LearningCurvePruner(max_epochs=EPOCHS).decide(curve(0.5, 4), None, board, "maximize")
+    assert a == b
+    board.add(7, "COMPLETE", curve(0.2))  # a worse trial completes: the bar stays
+    c = PRUNER.decide(curve(0.5, 4), None, board, "maximize")
+    assert (c.action, c.diagnosis.evidence["bar"]) == (a.action, a.diagnosis.evidence["bar"])
+    assert c.diagnosis.evidence["completed_trials"] == 3
+
+
+# --- in Optuna studies ----------------------------------------------------------------------
+
+
+def running(study: optuna.Study, values: dict[int, float]) -> FrozenTrial:
+    """A RUNNING trial that reported ``values``, as storage has it."""
+    trial = study.ask()
+    for step, v in values.items():
+        trial.report(v, step)
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+
+
+def add_completed(study: optuna.Study, qualities: list[float]) -> None:
+    curves = [curve(q, speed=0.4) for q in qualities]
+    study.add_trials(
+        [optuna.trial.create_trial(value=max(c.values()), intermediate_values=c) for c in curves]
+    )
+
+
+def test_prune_is_true_only_for_a_prune(storage_url: str) -> None:
+    study = optuna.create_study(storage=storage_url, direction="maximize", pruner=PRUNER)
+    add_completed(study, [0.6, 0.9])
+    hopeless = running(study, curve(0.5, 4))
+    converged = running(study, {e: 0.95 for e in range(1, 7)})
+    assert PRUNER.prune(study, hopeless)
+    assert PRUNER.decision_for(study, converged).action == "early_stop"
+    assert not PRUNER.prune(study, converged)  # an early stop is no prune: the value is kept
+
+
+def test_diagnoses_curves_recorded_on_the_trial(storage_url: str) -> None:
+    study = optuna.create_study(storage=storage_url, direction="maximize", pruner=PRUNER)
+    trial = study.ask()
+    trial.report(0.1, 0)
+    trial.report(0.12, 1)
+    c = four_curves([500.0, 300.0], [510.0, 320.0], [0.1, 0.1], [0.1, 0.12])
+    trial.set_user_attr(CURVES_ATTR, c.to_json())
+    trial.set_user_attr(*attrs.NUM_CLASSES.item(10))
+    frozen = study.get_trials(deepcopy=False)[trial.number]
+    assert PRUNER.decision_for(study, frozen).diagnosis.label == "bad_initial_loss"
+
+
+def test_the_board_follows_storage(storage_url: str) -> None:
+    """Trials finishing after the last look are found, a low-numbered one finishing late too,
+    and another process's fresh Study object decides alike."""
     study = optuna.create_study(storage=storage_url, direction="maximize")
-    add_finished(study, [0.3, 0.5, 0.7, 0.9])
-    trials = [
-        running(study, dict(enumerate(curve(q, e)))) for q in (0.4, 0.8, 0.95) for e in (1, 3)
+    add_completed(study, [0.3, 0.5])
+    late = study.ask()  # runs while later trials finish
+    probe = running(study, curve(0.6, 4))
+    pruner = LearningCurvePruner(max_epochs=EPOCHS)
+    assert pruner.decision_for(study, probe).action == "continue"
+    add_completed(study, [0.95])
+    assert pruner.decision_for(study, probe).action == "prune"
+    for step, v in curve(0.99).items():
+        late.report(v, step)
+    study.tell(late, max(curve(0.99).values()))
+    decision = pruner.decision_for(study, probe)
+    assert decision.diagnosis.evidence["bar"] == pytest.approx(max(curve(0.99).values()))
+    other = optuna.load_study(study_name=study.study_name, storage=storage_url)
+    assert LearningCurvePruner(max_epochs=EPOCHS).decision_for(other, probe) == decision
+
+
+QUALITIES = [0.6, 0.9, 0.5, 0.95, 0.4, 0.7, 0.3, 0.85, 0.2, 0.99, 0.35, 0.45, 0.93, 0.97]
+
+
+def objective(trial: optuna.Trial) -> float:
+    """A plain objective: reports each epoch, prunes when told, completes early when told."""
+    q = QUALITIES[trial.number]
+    best = -math.inf
+    for epoch, v in curve(q, EPOCHS, speed=0.6).items():
+        best = max(best, v)
+        trial.report(v, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+        if should_stop(trial):
+            trial.set_user_attr("stopped_at", epoch)
+            break
+    return best
+
+
+def run_study(storage_url: str, name: str) -> list[tuple[Any, ...]]:
+    study = optuna.create_study(
+        storage=storage_url, study_name=name, direction="maximize",
+        pruner=LearningCurvePruner(max_epochs=EPOCHS),
+    )
+    study.optimize(objective, n_trials=len(QUALITIES))
+    return [
+        (t.number, t.state, t.value, t.intermediate_values, t.user_attrs.get("stopped_at"))
+        for t in study.get_trials()
     ]
-    first = [LearningCurvePruner().decide(study, t) for t in trials]
-    add_finished(study, [0.85, 0.92])  # more trials finish; the memo must see them
-    second = [LearningCurvePruner().decide(study, t) for t in trials]
-    other_worker = optuna.load_study(study_name=study.study_name, storage=storage_url)
-    assert [LearningCurvePruner().decide(other_worker, t) for t in trials] == second
-    assert first != second  # the two new finishers changed some ranks
-    # A low-numbered trial finishing late is found too: warmed memo and a cold one agree.
-    study.tell(trials[1].number, state=TrialState.PRUNED)
-    warm = [LearningCurvePruner().decide(study, t) for t in trials[2:]]
-    cold_worker = optuna.load_study(study_name=study.study_name, storage=storage_url)
-    assert [LearningCurvePruner().decide(cold_worker, t) for t in trials[2:]] == warm
-    assert [d.action for d in first].count("prune") >= 1
 
 
-def test_rank_staleness_ranks_against_a_background_read(storage_url: str) -> None:
-    """With rank_staleness_s, a rung decision uses the last read (no database read of its own)
-    and a background thread brings the read up to date within about that many seconds."""
-    study = optuna.create_study(storage=storage_url, direction="maximize")
-    add_finished(study, [0.3, 0.5, 0.7])
-    trial = running(study, dict(enumerate(curve(0.6, 3))))
-    lazy = LearningCurvePruner(reduction_factor=3, rank_staleness_s=3600)
-    assert lazy.decide(study, trial).diagnosis.evidence["trials_at_rung"] == 3  # first: reads
-    add_finished(study, [0.8, 0.9, 0.95, 0.97])
-    # The next decision ranks against that read: the new finishers are not seen for an hour.
-    assert lazy.decide(study, trial).diagnosis.evidence["trials_at_rung"] == 3
-
-    other_worker = optuna.load_study(study_name=study.study_name, storage=storage_url)
-    quick = LearningCurvePruner(reduction_factor=3, rank_staleness_s=0.2)
-    assert quick.decide(other_worker, trial).diagnosis.evidence["trials_at_rung"] == 7
-    add_finished(study, [0.1, 0.99])
-    deadline = time.monotonic() + 20
-    while quick.decide(other_worker, trial).diagnosis.evidence["trials_at_rung"] != 9:
-        assert time.monotonic() < deadline, "the background read never caught up"
-        time.sleep(0.05)
-    # Caught up, it decides as a read at every decision (rank_staleness_s=0) does.
-    caught_up = quick.decide(other_worker, trial)
-    assert caught_up == LearningCurvePruner(reduction_factor=3).decide(study, trial)
-    assert caught_up.action == "prune"
+def test_plain_objective_prunes_the_hopeless_and_keeps_the_early_stopped(
+    storage_url: str,
+) -> None:
+    trials = run_study(storage_url, "plain")
+    completed = [QUALITIES[n] for n, state, *_ in trials if state == TrialState.COMPLETE]
+    # Each new best completes; every other trial is pruned once its forecast falls short.
+    assert completed == [0.6, 0.9, 0.95, 0.99]
+    assert sum(state == TrialState.PRUNED for _, state, *_ in trials) == len(QUALITIES) - 4
+    # The first trial, a scout with no completed trial before it, converged early: it
+    # completed with its best value, not pruned.
+    number, state, value, values, stopped_at = trials[0]
+    assert state == TrialState.COMPLETE and stopped_at == max(values) < EPOCHS
+    assert value == max(values.values())
 
 
-def test_make_pruner_gives_tunesvc_studies_a_background_read() -> None:
-    assert make_pruner("diagnostic")._rank_staleness_s == 2.0  # type: ignore[attr-defined]
-    assert LearningCurvePruner()._rank_staleness_s == 0.0
-    pruner = make_pruner("diagnostic", {"rank_staleness_s": 0})
-    assert pruner._rank_staleness_s == 0.0  # type: ignore[attr-defined]
+def test_the_same_study_twice_gives_the_same_trials(sqlite_url: str) -> None:
+    first = run_study(sqlite_url, "once")
+    second = run_study(sqlite_url, "twice")
+    assert first == second
+    assert {state for _, state, *_ in first} == {TrialState.COMPLETE, TrialState.PRUNED}
+
+
+def test_should_stop_is_false_with_other_pruners(sqlite_url: str) -> None:
+    study = optuna.create_study(
+        storage=sqlite_url, direction="maximize", pruner=optuna.pruners.NopPruner()
+    )
+    trial = study.ask()
+    for e in range(1, 8):
+        trial.report(0.95, e)
+    assert not should_stop(trial)
+
+
+def test_should_stop_decides_when_should_prune_was_not_called(sqlite_url: str) -> None:
+    pruner = LearningCurvePruner(max_epochs=EPOCHS)
+    study = optuna.create_study(storage=sqlite_url, direction="maximize", pruner=pruner)
+    add_completed(study, [0.9])
+    trial = study.ask()
+    for e in range(1, 8):
+        trial.report(0.95, e)
+    assert should_stop(trial)
+
+
+def test_a_copy_of_the_pruner_starts_without_the_cache(sqlite_url: str) -> None:
+    study = optuna.create_study(storage=sqlite_url, direction="maximize", pruner=PRUNER)
+    add_completed(study, [0.6, 0.9])
+    probe = running(study, curve(0.5, 4))
+    decision = PRUNER.decision_for(study, probe)
+    for other in (pickle.loads(pickle.dumps(PRUNER)), copy.deepcopy(PRUNER)):
+        assert other.last_decision(study, probe.number) is None
+        assert other.decision_for(study, probe) == decision
+
+
+# --- make_pruner ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("name", "settings", "message"),
     [
-        ("diagnostic", {"min_epochs": -3}, "pruner.min_epochs: expected an int >= 1, got -3"),
-        ("diagnostic", {"reduction_factor": 1}, "pruner.reduction_factor: expected an int >= 2"),
-        ("diagnostic", {"min_trials": "2"}, "pruner.min_trials: expected an int >= 1, got '2'"),
+        ("diagnostic", {"max_epochs": -3}, "pruner.max_epochs: expected an int >= 1 or None"),
+        ("diagnostic", {"min_gain": "a"}, "pruner.min_gain: expected a finite number >= 0"),
         ("diagnostic", {"early_stop": ["diverged"]}, "pruner.early_stop: expected labels"),
         ("diagnostic", {"early_stop": "plateau"}, "pruner.early_stop: expected a list"),
         ("diagnostic", {"window": 0}, "pruner.window: expected an int >= 1, got 0"),
         ("diagnostic", {"overfit_gap": -1.0}, "pruner.overfit_gap: expected a finite number"),
         ("diagnostic", {"num_classes": 1}, "pruner.num_classes: expected an int >= 2"),
         ("diagnostic", {"patience": 3}, "pruner.patience: unknown setting; expected "),
-        ("diagnostic", {"rank_staleness_s": -1}, "pruner.rank_staleness_s: expected seconds"),
+        ("diagnostic", {"rank_staleness_s": 2}, "pruner.rank_staleness_s: no longer a setting"),
+        ("diagnostic", {"reduction_factor": 3}, "pruner.reduction_factor: no longer a setting"),
         ("median", {"n_startup_trials": -1}, "pruner.n_startup_trials: expected an int >= 0"),
         ("median", {"interval_steps": 0.5}, "pruner.interval_steps: expected an int >= 1"),
         ("hyperband", {"reduction_factor": 1}, "pruner.reduction_factor: expected an int >= 2"),
@@ -305,11 +374,8 @@ def test_invalid_settings_name_the_field(
     ("name", "settings", "kind"),
     [
         ("diagnostic", {}, LearningCurvePruner),
-        (
-            "diagnostic",
-            {"reduction_factor": 2, "window": 5, "early_stop": ["overfitting"]},
-            LearningCurvePruner,
-        ),
+        ("diagnostic", {"min_gain": 0.01, "window": 5, "early_stop": ["overfitting"]},
+         LearningCurvePruner),
         ("median", {"n_startup_trials": 3}, optuna.pruners.MedianPruner),
         ("hyperband", {"max_resource": 30}, optuna.pruners.HyperbandPruner),
         ("none", {}, optuna.pruners.NopPruner),
@@ -319,6 +385,16 @@ def test_make_pruner(name: str, settings: dict[str, Any], kind: type) -> None:
     assert isinstance(make_pruner(name, settings), kind)
 
 
+def test_make_pruner_takes_the_studys_epochs_as_max_epochs() -> None:
+    pruner = make_pruner("diagnostic", {}, epochs=30)
+    assert isinstance(pruner, LearningCurvePruner) and pruner.settings.max_epochs == 30
+    own = make_pruner("diagnostic", {"max_epochs": 20}, epochs=30)
+    assert isinstance(own, LearningCurvePruner) and own.settings.max_epochs == 20
+    assert make_pruner("diagnostic", {}).settings.max_epochs is None  # type: ignore[attr-defined]
+
+
 def test_constructor_validates_like_optuna() -> None:
-    with pytest.raises(ValueError, match="min_epochs"):
-        LearningCurvePruner(min_epochs=0)
+    with pytest.raises(ValueError, match="max_epochs"):
+        LearningCurvePruner(max_epochs=0)
+    with pytest.raises(ValueError, match="thresholds"):
+        LearningCurvePruner(thresholds={"window": 3})  # type: ignore[arg-type]

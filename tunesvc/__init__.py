@@ -27,12 +27,18 @@ from tunesvc.curves import (
     diagnose,
     diagnose_values,
 )
-from tunesvc.pruning._epoch_report import HoldsCurves, report_epoch
+from tunesvc.pruning import (
+    Decision,
+    HoldsCurves,
+    LearningCurvePruner,
+    make_pruner,
+    report_epoch,
+    should_stop,
+)
 from tunesvc.spec import StudySpec, grid_cells, grid_points, parse_spec
 from tunesvc.storage._attrs import CURVES, DIAGNOSIS, curves_of
 
 if TYPE_CHECKING:
-    from tunesvc._pruner import Decision, LearningCurvePruner, make_pruner
     from tunesvc.training import (
         FitResult,
         TrainingSetup,
@@ -54,9 +60,6 @@ _LAZY = {
     "fit": "tunesvc.training",
     "resolve_device": "tunesvc.training",
     "scheduled_lr": "tunesvc.training",
-    "Decision": "tunesvc._pruner",
-    "LearningCurvePruner": "tunesvc._pruner",
-    "make_pruner": "tunesvc._pruner",
 }
 
 
@@ -98,4 +101,5 @@ __all__ = [
     "report_epoch",
     "resolve_device",
     "scheduled_lr",
+    "should_stop",
 ]

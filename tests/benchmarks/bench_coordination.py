@@ -205,7 +205,6 @@ def _tunesvc(url: str, name: str, epochs: int, train_ms: float, structured: bool
     trial.suggest_int("y", 0, 3)
     curves = Curves()
     trial.curves = curves
-    ctx.study.pruner.warm(ctx.study)  # as run_trial does when it starts a trial
     ctx.study.get_trials(deepcopy=False)  # fill Optuna's cache of finished trials before timing
     training = _Training(train_ms)
     barrier.wait()

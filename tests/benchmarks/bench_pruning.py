@@ -6,7 +6,10 @@ objective's search space and each is trained once for all epochs (``fit`` with t
 as seed; training on the CPU is deterministic, so a pruned run is a prefix of its full run).
 Each pruner then runs a real Optuna study over the same trials in the same order: every epoch is
 reported with ``trial.report`` (the four curves as a user attribute), and the trial is pruned,
-early-stopped (LearningCurvePruner's ``decide``: completes with its best value) or continues.
+early-stopped (LearningCurvePruner's ``decision_for``, as tunesvc's runner calls it: an early
+stop completes the trial with its best value) or continues. "diagnostic" is told the study's
+epochs (``max_epochs``), as a tunesvc study's pruner is; "diagnostic, no max_epochs" is not (a
+plain study that does not say): its first trial then runs to the end.
 
 Printed per objective and seed: epochs spent, best final validation accuracy (best over the
 completed trials of their best epoch, as ``fit`` scores a trial), and the epochs spent until a
@@ -31,7 +34,8 @@ import optuna
 import torch
 
 from tunesvc import CURVES_ATTR, Curves
-from tunesvc._pruner import NUM_CLASSES_ATTR, LearningCurvePruner
+from tunesvc.pruning import LearningCurvePruner
+from tunesvc.storage import attrs
 from tunesvc.training._fit import fit
 
 TOLERANCE = 0.005  # 0.5 accuracy points
@@ -93,7 +97,7 @@ def replay(
     spent, decide_s, decisions = 0, 0.0, 0
     for c in curves:
         trial = study.ask()
-        trial.set_user_attr(NUM_CLASSES_ATTR, 10)
+        trial.set_user_attr(*attrs.NUM_CLASSES.item(10))
         seen = Curves()
         best = -math.inf
         value: float | None = None
@@ -142,7 +146,7 @@ def replay(
                     intermediate_values=dict(zip(seen.epoch, seen.val_acc, strict=True)),
                     trial_id=trial._trial_id,
                 )
-                action = pruner.decide(study, frozen).action
+                action = pruner.decision_for(study, frozen).action
             else:
                 action = "prune" if trial.should_prune() else "continue"
             decide_s += time.perf_counter() - t0
@@ -163,11 +167,12 @@ def replay(
     return spent, (max(finals) if finals else math.nan), decide_s / max(1, decisions)
 
 
-PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner | None]] = {
-    "none": lambda: None,
-    "median": lambda: optuna.pruners.MedianPruner(),
-    "hyperband": lambda: optuna.pruners.HyperbandPruner(),
-    "diagnostic": lambda: LearningCurvePruner(),
+PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner | None]] = {
+    "none": lambda epochs: None,
+    "median": lambda epochs: optuna.pruners.MedianPruner(),
+    "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(),
+    "diagnostic": lambda epochs: LearningCurvePruner(max_epochs=epochs),
+    "diagnostic, no max_epochs": lambda epochs: LearningCurvePruner(),
 }
 
 
@@ -192,7 +197,7 @@ def main() -> None:
             for name, make in PRUNERS.items():
                 trace: list[tuple[int, float | None]] = []
                 spent, best, per_decision = replay(
-                    curves, make(), trace, f"{objective}-{seed}-{name}"
+                    curves, make(args.epochs), trace, f"{objective}-{seed}-{name}"
                 )
                 reached = next(
                     (s for s, v in trace if v is not None and v >= target - TOLERANCE), None

@@ -13,6 +13,7 @@ from tunesvc.curves._diagnosis import (
     diagnose,
     diagnose_values,
 )
+from tunesvc.curves._forecast import Forecast, evaluation_noise, forecast
 
 __all__ = [
     "ADVICE",
@@ -23,6 +24,9 @@ __all__ = [
     "Diagnosis",
     "DiagnosisThresholds",
     "EpochRecord",
+    "Forecast",
     "diagnose",
     "diagnose_values",
+    "evaluation_noise",
+    "forecast",
 ]

@@ -30,7 +30,7 @@ from tunesvc._errors import (
     StudyNotFoundError,
     TunesvcError,
 )
-from tunesvc._pruner import make_pruner
+from tunesvc.pruning import make_pruner
 from tunesvc.service._check import check_lr_free, check_setups, with_checked_lr
 from tunesvc.service._results import (
     RunningTrial,
@@ -140,7 +140,8 @@ def create_study(
         _require_new(name, url)  # before the LR range test's seconds are spent
         spec, resolved = with_checked_lr(spec, objective), None
     resolved = resolved or resolve_study(spec, objective)
-    make_pruner(resolved.spec.pruner, resolved.spec.pruner_settings)  # its settings are valid
+    make_pruner(resolved.spec.pruner, resolved.spec.pruner_settings,  # its settings are valid
+                epochs=resolved.epochs if resolved.objective.structured else None)
     planned = plan_trials(resolved.spec)
     check_setups(resolved)
     with opened(url, create=True) as storage:

@@ -20,8 +20,8 @@ from types import FrameType
 import optuna
 
 from tunesvc._errors import ObjectiveError, SpecError, StudyNotFoundError
-from tunesvc._pruner import make_pruner
-from tunesvc.spec import resolve_objective, resolve_study
+from tunesvc.pruning import make_pruner
+from tunesvc.spec import ResolvedStudy, resolve_objective, resolve_study
 from tunesvc.storage import (
     StudyRef,
     artifacts_dir,
@@ -112,7 +112,7 @@ def open_context(
     except (ObjectiveError, SpecError) as e:
         raise type(e)(f"{e} (this machine cannot run study {name!r}; the study is "
                       "untouched)") from None
-    study.pruner = make_pruner(spec.pruner, spec.pruner_settings)
+    study.pruner = make_pruner(spec.pruner, spec.pruner_settings, epochs=_epochs(resolved))
     device = options.device or spec.device
     gpus = visible_gpus() if device in ("auto", "cuda") else 0
     return TrialContext(
@@ -148,6 +148,11 @@ def work(
         with graceful_stop(ctx.stop):
             return WorkerRun(run_loop(ctx, n_trials=options.n_trials, timeout=options.timeout,
                                       on_result=on_result, budget=budget))
+
+
+def _epochs(resolved: ResolvedStudy) -> int | None:
+    """The last epoch a trial reports, when tunesvc trains it (a plain objective's is unknown)."""
+    return resolved.epochs if resolved.objective.structured else None
 
 
 def _study_id(storage: optuna.storages.RDBStorage, name: str, url: str) -> int:

@@ -19,8 +19,8 @@ import optuna
 from optuna.trial import TrialState
 
 from tunesvc._errors import ObjectiveError, StudyNotFoundError, TunesvcError
-from tunesvc._pruner import LearningCurvePruner
 from tunesvc.curves import Curves, EpochRecord, diagnose, diagnose_values
+from tunesvc.pruning._pruner import LearningCurvePruner
 from tunesvc.storage import attrs
 from tunesvc.worker._context import TrialContext
 from tunesvc.worker._events import TrialResult, WorkerEvent
@@ -90,8 +90,6 @@ def _run_claimed(ctx: TrialContext, trial_id: int) -> TrialResult:
     # worker runs the slot, and the same again on a retry.
     ctx.study.sampler = optuna.samplers.RandomSampler(seed=ctx.spec.seed * 1_000_003 + slot)
     trial = ctx.retry(lambda: SpecTrial(ctx.study, trial_id, ctx))
-    if isinstance(ctx.study.pruner, LearningCurvePruner):
-        ctx.study.pruner.warm(ctx.study)  # its first rung decision then finds them read
     ctx.emit(WorkerEvent("claimed", ctx.worker, trial.number, device=ctx.device,
                          direction=ctx.direction))
     state, outcome, value, error = TrialState.COMPLETE, "completed", None, None

@@ -26,8 +26,8 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc._errors import ObjectiveError
-from tunesvc._pruner import LearningCurvePruner
 from tunesvc.curves import Curves
+from tunesvc.pruning._pruner import LearningCurvePruner
 from tunesvc.spec import ChoiceParam, Direction, ParamSpec, RangeParam, check_agreement
 from tunesvc.storage import attrs
 from tunesvc.worker._events import WorkerEvent
@@ -199,7 +199,7 @@ class SpecTrial(_Trial):
         if not isinstance(pruner, LearningCurvePruner):
             return bool(self._ctx.retry(lambda: _Trial.should_prune(self)))
         frozen = self.frozen()
-        decision = self._ctx.retry(lambda: pruner.decide(self.study, frozen))
+        decision = self._ctx.retry(lambda: pruner.decision_for(self.study, frozen))
         if decision.action != "continue":
             self.decision = decision
             self.record(attrs.DIAGNOSIS.item(decision.diagnosis))

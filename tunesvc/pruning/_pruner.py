@@ -45,7 +45,7 @@ import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import optuna
 from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner
@@ -257,6 +257,13 @@ class LearningCurvePruner(BasePruner):
         self._lock = threading.Lock()
 
 
+@runtime_checkable
+class HoldsDecision(Protocol):
+    """A trial that keeps the pruner's last decision on it (tunesvc's worker trial)."""
+
+    decision: Decision | None
+
+
 def should_stop(trial: optuna.trial.Trial) -> bool:
     """Whether the study's :class:`LearningCurvePruner` early-stopped ``trial`` at its last
     ``should_prune()``: the objective should then return its best value (the trial completes).
@@ -272,6 +279,8 @@ def should_stop(trial: optuna.trial.Trial) -> bool:
         if tunesvc.should_stop(trial):
             return best_accuracy
     """
+    if isinstance(trial, HoldsDecision):  # tunesvc's worker asked the pruner itself
+        return trial.decision is not None and trial.decision.action == "early_stop"
     pruner = trial.study.pruner
     if not isinstance(pruner, LearningCurvePruner):
         return False

@@ -12,6 +12,7 @@ import optuna
 
 from tunesvc.spec import Direction, Objective, ResolvedStudy, StudySpec
 from tunesvc.storage import checkpoint_path
+from tunesvc.worker._board import Board
 from tunesvc.worker._events import ObserverThread, StopRequest, WorkerEvent
 from tunesvc.worker._heartbeat import HEARTBEAT_INTERVAL_S, DatabaseHealth, retry_db
 from tunesvc.worker._writer import TrialWriter
@@ -37,6 +38,9 @@ class TrialContext:
     stop: StopRequest = field(default_factory=StopRequest)
     on_event: Callable[[WorkerEvent], None] | None = None
     observers: ObserverThread | None = None
+    board: Board | None = None
+    """The finished trials a pruner that decides on in-memory curves ranks against; ``None``
+    with any other pruner (Optuna's read the study themselves)."""
     _writer: TrialWriter | None = field(default=None, repr=False)
 
     @property

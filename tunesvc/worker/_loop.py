@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from tunesvc._errors import ObjectiveError, SpecError, StudyNotFoundError
 from tunesvc.pruning import make_pruner
@@ -30,6 +32,7 @@ from tunesvc.storage import (
     storage_errors,
     study_folder,
 )
+from tunesvc.worker._board import Board, CurvePruner, Finished, Reader
 from tunesvc.worker._claim import claim_trial, others_running
 from tunesvc.worker._context import TrialContext
 from tunesvc.worker._devices import visible_gpus, worker_devices
@@ -115,15 +118,33 @@ def open_context(
     study.pruner = make_pruner(spec.pruner, spec.pruner_settings, epochs=_epochs(resolved))
     device = options.device or spec.device
     gpus = visible_gpus() if device in ("auto", "cuda") else 0
+    health = DatabaseHealth(grace_s=2 * options.heartbeat_s)
+    board = None
+    if isinstance(study.pruner, CurvePruner):
+        board = Board(study.pruner, _finished_reader(storage, study_id), health)
     return TrialContext(
         study=study, storage=storage, study_id=study_id, resolved=resolved,
         study_dir=study_folder(artifacts_dir(url), study, study_id),
         device=worker_devices(device, options.workers, gpus)[options.index],
         worker=options.index, heartbeat_s=options.heartbeat_s,
         max_retries=options.max_retries,
-        health=DatabaseHealth(grace_s=2 * options.heartbeat_s), on_event=on_event,
+        health=health, on_event=on_event, board=board,
         observers=ObserverThread(StudyRef(study, storage, study_id), options.observers),
     )
+
+
+def _finished_reader(storage: optuna.storages.RDBStorage, study_id: int) -> Reader:
+    """What the board reads: the study's finished trials it has not seen yet."""
+
+    def read(seen: Any) -> tuple[list[Finished], Any]:
+        known: frozenset[int] = seen or frozenset()
+        finished = storage.get_all_trials(study_id, deepcopy=False,
+                                          states=(TrialState.COMPLETE, TrialState.PRUNED))
+        new: list[Finished] = [(t.number, t.state, t.intermediate_values) for t in finished
+                               if t.number not in known]
+        return new, known | {number for number, _, _ in new}
+
+    return read
 
 
 def work(
@@ -208,6 +229,8 @@ def run_loop(
         return results
     finally:
         ctx.close_writer()
+        if ctx.board is not None:
+            ctx.board.close()
         if ctx.observers is not None:
             if results:
                 ctx.observers.study_changed(final=True)  # the study as this worker leaves it

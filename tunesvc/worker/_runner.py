@@ -20,7 +20,6 @@ from optuna.trial import TrialState
 
 from tunesvc._errors import ObjectiveError, StudyNotFoundError, TunesvcError
 from tunesvc.curves import Curves, EpochRecord, diagnose, diagnose_values
-from tunesvc.pruning._pruner import LearningCurvePruner
 from tunesvc.storage import attrs
 from tunesvc.worker._context import TrialContext
 from tunesvc.worker._events import TrialResult, WorkerEvent
@@ -136,6 +135,8 @@ def _run_claimed(ctx: TrialContext, trial_id: int) -> TrialResult:
             raise _put_back(ctx, trial, trial.mismatch)
         if not _finish(ctx, trial, state, outcome, value, error):
             return _lost(ctx, trial)
+    if ctx.board is not None:
+        ctx.board.add(trial.number, state, trial.reported)  # one worker decides repeatably
     if ctx.observers is not None:
         ctx.observers.trial_finished(trial_id)
     result = TrialResult(trial.number, state, outcome, value, error, dict(trial.params),
@@ -157,7 +158,7 @@ def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str
         trial.set_user_attr(*attrs.NUM_CLASSES.item(int(num_classes)))
     trial.curves = Curves()
     metric = ctx.metric
-    judges_epoch_0 = isinstance(ctx.study.pruner, LearningCurvePruner)
+    judges_epoch_0 = ctx.board is not None  # it diagnoses epoch 0 (the initial loss)
 
     def on_epoch(record: EpochRecord) -> bool:
         assert trial.curves is not None

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc._errors import ObjectiveError
 from tunesvc.curves import Curves
-from tunesvc.pruning._pruner import LearningCurvePruner
+from tunesvc.pruning import Decision
 from tunesvc.spec import ChoiceParam, Direction, ParamSpec, RangeParam, check_agreement
 from tunesvc.storage import attrs
 from tunesvc.worker._events import WorkerEvent
@@ -50,14 +50,16 @@ class SpecTrial(_Trial):
         self.curves: Curves | None = None
         self._curves_stored = 0
         self._curves_stored_at = -math.inf
-        self.decision: Any = None
+        self.decision: Decision | None = None
         self.label: str | None = None
         """The label of the diagnosis recorded when the trial ended."""
         self.mismatch: ObjectiveError | None = None
         """The first suggestion that disagreed with the spec: the spec, not this trial, is
         wrong, so the run stops and the trial goes back to the queue (see run_trial)."""
-        self._background = isinstance(
-            study.pruner, LearningCurvePruner | optuna.pruners.NopPruner
+        # With no pruner, or one the worker asks itself, nothing reads this trial back from
+        # storage while it runs: its writes can go through the background writer.
+        self._background = ctx.board is not None or isinstance(
+            study.pruner, optuna.pruners.NopPruner
         )
 
     def _check(self, name: str, distribution: BaseDistribution) -> None:
@@ -195,11 +197,14 @@ class SpecTrial(_Trial):
         )
 
     def should_prune(self) -> bool:
-        pruner = self.study.pruner
-        if not isinstance(pruner, LearningCurvePruner):
+        """Whether to stop this trial: pruned, or early-stopped (see :attr:`early_stopped`).
+        A pruner that decides on in-memory curves is asked by the worker on this trial's
+        values and curves; any other is asked through Optuna."""
+        board = self._ctx.board
+        if board is None:
             return bool(self._ctx.retry(lambda: _Trial.should_prune(self)))
-        frozen = self.frozen()
-        decision = self._ctx.retry(lambda: pruner.decision_for(self.study, frozen))
+        decision = board.decide(self._reported, self.curves, self._ctx.direction,
+                                num_classes=attrs.NUM_CLASSES.get(self))
         if decision.action != "continue":
             self.decision = decision
             self.record(attrs.DIAGNOSIS.item(decision.diagnosis))

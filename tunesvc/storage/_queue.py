@@ -33,7 +33,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import optuna
@@ -283,7 +283,7 @@ class Orphan:
 
 def _now_utc() -> datetime:
     # Optuna stores trial datetimes as naive UTC.
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _lost_attempts(history: Any) -> int:
@@ -420,7 +420,9 @@ class StudyQueue:
         start = _now_utc() if trial_state == TrialState.RUNNING else None
         result = conn.execute(trials.insert().values(
             number=number, study_id=self.study_id, state=trial_state, datetime_start=start))
-        trial_id = int(result.inserted_primary_key[0])
+        key = result.inserted_primary_key
+        assert key is not None
+        trial_id = int(key[0])
         return trial_id, number, replace(state, last_id=trial_id, last_number=number)
 
     # --- claim ------------------------------------------------------------------------------

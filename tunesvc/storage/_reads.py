@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import optuna
@@ -142,7 +142,7 @@ def _local(value: datetime | None) -> datetime | None:
     # Optuna stores naive UTC and hands out naive local time.
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
+    return value.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
 
 
 def _value(value: float | None, kind: TrialValueType | TrialIntermediateValueType) -> float:

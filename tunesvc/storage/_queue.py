@@ -435,6 +435,9 @@ class StudyQueue:
         """
         with self._locked() as conn:
             before = self._state(conn)
+            if before.budget and before.budget != plan.budget:
+                raise ValueError(f"study id {self.study_id}: the plan runs {plan.budget} slots "
+                                 f"but the queue was created for {before.budget}")
             state = self._advance_low(conn, before)
             claimed = self._claim_waiting(conn, state)
             if claimed is not None:

@@ -318,9 +318,11 @@ class StudyReads:
         after = int(first) - 1
         while True:
             with self.engine.connect() as conn:
+                # The plain study filter: PostgreSQL's statistics then let it walk the primary
+                # key in order and stop after a page (SQLite walks its study index in order).
                 ids = [int(i) for i in conn.execute(
                     sa.select(trials.c.trial_id)
-                    .where(_study_is(self.study_id), trials.c.trial_id > after)
+                    .where(trials.c.study_id == self.study_id, trials.c.trial_id > after)
                     .order_by(trials.c.trial_id).limit(page_size)).scalars()]
                 if not ids:
                     return

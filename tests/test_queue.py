@@ -597,6 +597,9 @@ def test_finished_since_reads_only_what_is_new(db_url: str) -> None:
         (new.trial_id, TrialState.COMPLETE, 0.3, {2: 0.25})]
     assert cursor2.high == still.trial_id
     assert still.trial_id in cursor2.pending and running.trial_id not in cursor2.pending
+    only = reads.finished_since(cursor, steps=[2, 7])[0]
+    assert [f.intermediate_values for f in only] == [
+        {s: v for s, v in reported.items() if s in (2, 7)}, {2: 0.25}]
     # Many pending ids are read as a range: the same answer.
     many = FinishedCursor(cursor.high, frozenset(cursor.pending | set(range(-600, 0))))
     assert reads.finished_since(many)[0] == second

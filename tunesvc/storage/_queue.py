@@ -334,8 +334,9 @@ class StudyQueue:
     def _locked(self) -> Iterator[sa.Connection]:
         """A transaction holding the study's row locked, as Optuna's trial creation does."""
         with self.engine.connect() as conn:
-            if self.engine.dialect.name == "mysql":
-                # Each statement must see what the previous lock holder committed.
+            if self.engine.dialect.name != "sqlite":
+                # Each statement must see what the previous holder of the lock committed (MySQL
+                # defaults to REPEATABLE READ; a server may default to anything).
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
             with conn.begin():
                 lock = (sa.select(studies.c.study_id)
@@ -393,30 +394,34 @@ class StudyQueue:
                           last_number=int(last.number),
                           low=int(last.trial_id) + 1 if low is None else int(low), legacy=legacy)
 
-    def _advance_low(self, conn: sa.Connection, state: QueueState) -> QueueState:
-        oldest = conn.execute(
-            sa.select(trials.c.trial_id)
-            .where(_study_is(self.study_id), trials.c.trial_id >= state.low,
-                   trials.c.state.in_(_UNFINISHED))
-            .order_by(trials.c.trial_id).limit(1)
-        ).scalar()
-        if oldest is not None:
-            return replace(state, low=int(oldest))
-        if state.last_id is not None:
-            return replace(state, low=max(state.low, state.last_id + 1))
-        return state
+    def _survey(self, conn: sa.Connection, state: QueueState) -> tuple[QueueState, int | None,
+                                                                          int]:
+        """One query over the trials since ``low``: the oldest unfinished one (``low`` moves
+        up to it), the first WAITING one, and how many trials were inserted after the queue's
+        last (by anyone: Optuna's numbering counts them)."""
+        since = sa.and_(_study_is(self.study_id), trials.c.trial_id >= state.low)
+        oldest = (sa.select(sa.func.min(trials.c.trial_id))
+                  .where(since, trials.c.state.in_(_UNFINISHED)).scalar_subquery())
+        waiting = (sa.select(sa.func.min(trials.c.trial_id))
+                   .where(since, trials.c.state == TrialState.WAITING).scalar_subquery())
+        newer = sa.select(sa.func.count()).select_from(trials)
+        if state.last_id is None:
+            newer = newer.where(trials.c.study_id == self.study_id)
+        else:
+            newer = newer.where(_study_is(self.study_id), trials.c.trial_id > state.last_id)
+        row = conn.execute(sa.select(oldest, waiting, newer.scalar_subquery())).one()
+        if row[0] is not None:
+            state = replace(state, low=int(row[0]))
+        elif state.last_id is not None:
+            state = replace(state, low=max(state.low, state.last_id + 1))
+        return state, None if row[1] is None else int(row[1]), int(row[2])
 
     def _insert_trial(
-        self, conn: sa.Connection, state: QueueState, trial_state: TrialState
+        self, conn: sa.Connection, state: QueueState, trial_state: TrialState, newer: int
     ) -> tuple[int, int, QueueState]:
-        """Insert a trial with Optuna's number (count of the study's trials below it)."""
-        since = sa.select(sa.func.count()).select_from(trials)
-        if state.last_id is None:
-            number = conn.execute(since.where(trials.c.study_id == self.study_id)).scalar_one()
-        else:
-            newer = conn.execute(since.where(_study_is(self.study_id),
-                                             trials.c.trial_id > state.last_id)).scalar_one()
-            number = state.last_number + 1 + newer
+        """Insert a trial with Optuna's number: the count of the study's trials below it, that
+        is the queue's last number, plus one, plus the ``newer`` trials inserted since."""
+        number = state.last_number + 1 + newer
         start = _now_utc() if trial_state == TrialState.RUNNING else None
         result = conn.execute(trials.insert().values(
             number=number, study_id=self.study_id, state=trial_state, datetime_start=start))
@@ -438,8 +443,8 @@ class StudyQueue:
             if before.budget and before.budget != plan.budget:
                 raise ValueError(f"study id {self.study_id}: the plan runs {plan.budget} slots "
                                  f"but the queue was created for {before.budget}")
-            state = self._advance_low(conn, before)
-            claimed = self._claim_waiting(conn, state)
+            state, waiting, newer = self._survey(conn, before)
+            claimed = None if waiting is None else self._claim_waiting(conn, waiting)
             if claimed is not None:
                 self._beat(conn, claimed.trial_id)
                 self._set_attrs(conn, claimed.trial_id, {WORKER_ATTR: dict(worker)})
@@ -447,7 +452,8 @@ class StudyQueue:
                     claimed = replace(claimed, params=_plan_params(plan, claimed.slot))
             elif state.next_slot < state.budget:
                 slot = state.next_slot
-                trial_id, number, state = self._insert_trial(conn, state, TrialState.RUNNING)
+                trial_id, number, state = self._insert_trial(conn, state, TrialState.RUNNING,
+                                                              newer)
                 state = replace(state, next_slot=slot + 1)
                 conn.execute(trial_heartbeats.insert().values(
                     trial_id=trial_id, heartbeat=sa.func.current_timestamp()))
@@ -458,37 +464,40 @@ class StudyQueue:
                 self._write_state(conn, state, insert=False)
             return claimed
 
-    def _claim_waiting(self, conn: sa.Connection, state: QueueState) -> Claim | None:
-        after = state.low - 1
-        while True:
-            row = conn.execute(
-                sa.select(trials.c.trial_id, trials.c.number)
-                .where(_study_is(self.study_id), trials.c.trial_id > after,
-                       trials.c.state == TrialState.WAITING)
-                .order_by(trials.c.trial_id).limit(1)
-            ).first()
-            if row is None:
-                return None
-            trial_id, after = int(row.trial_id), int(row.trial_id)
+    def _claim_waiting(self, conn: sa.Connection, first: int) -> Claim | None:
+        """Take WAITING trial ``first``, or the next WAITING one when another took it."""
+        trial_id: int | None = first
+        while trial_id is not None:
             # Old workers and plain Optuna's ask() take WAITING trials without the study lock.
             taken = conn.execute(
                 trials.update()
                 .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
                 .values(state=TrialState.RUNNING, datetime_start=_now_utc())
             ).rowcount
-            if taken != 1:
-                continue
-            attrs = self._attrs(conn, trial_id, (SLOT_ATTR, RETRY_OF_ATTR, RETRY_HISTORY_ATTR))
-            fixed = self._attrs(conn, trial_id, (FIXED_PARAMS_ATTR,),
-                                table=trial_system_attributes).get(FIXED_PARAMS_ATTR)
-            slot = attrs.get(SLOT_ATTR)
-            number = int(row.number)
-            retry_of = attrs.get(RETRY_OF_ATTR)
-            history = attrs.get(RETRY_HISTORY_ATTR)
-            return Claim(trial_id, number, int(slot) if slot is not None else number,
-                         dict(fixed) if isinstance(fixed, dict) else {},
-                         None if retry_of is None else int(retry_of),
-                         list(history) if isinstance(history, list) else [])
+            if taken == 1:
+                return self._claimed(conn, trial_id)
+            trial_id = conn.execute(
+                sa.select(trials.c.trial_id)
+                .where(_study_is(self.study_id), trials.c.trial_id > trial_id,
+                       trials.c.state == TrialState.WAITING)
+                .order_by(trials.c.trial_id).limit(1)
+            ).scalar()
+        return None
+
+    def _claimed(self, conn: sa.Connection, trial_id: int) -> Claim:
+        """A WAITING trial just claimed: its number, slot, retry history, enqueued params."""
+        number = int(conn.execute(sa.select(trials.c.number)
+                                  .where(trials.c.trial_id == trial_id)).scalar_one())
+        attrs = self._attrs(conn, trial_id, (SLOT_ATTR, RETRY_OF_ATTR, RETRY_HISTORY_ATTR))
+        fixed = self._attrs(conn, trial_id, (FIXED_PARAMS_ATTR,),
+                            table=trial_system_attributes).get(FIXED_PARAMS_ATTR)
+        slot = attrs.get(SLOT_ATTR)
+        retry_of = attrs.get(RETRY_OF_ATTR)
+        history = attrs.get(RETRY_HISTORY_ATTR)
+        return Claim(trial_id, number, int(slot) if slot is not None else number,
+                     dict(fixed) if isinstance(fixed, dict) else {},
+                     None if retry_of is None else int(retry_of),
+                     list(history) if isinstance(history, list) else [])
 
     def _beat(self, conn: sa.Connection, trial_id: int) -> None:
         beats = trial_heartbeats
@@ -565,7 +574,9 @@ class StudyQueue:
         history = list(history) if isinstance(history, list) else []
         history.append({"trial": number, "reason": reason, "worker": attrs.get(WORKER_ATTR)})
         slot = attrs.get(SLOT_ATTR, number)
-        retry_id, retry_number, state = self._insert_trial(conn, state, TrialState.WAITING)
+        state, _, newer = self._survey(conn, state)
+        retry_id, retry_number, state = self._insert_trial(conn, state, TrialState.WAITING,
+                                                           newer)
         self._set_attrs(conn, retry_id, {SLOT_ATTR: slot, RETRY_OF_ATTR: number,
                                          RETRY_HISTORY_ATTR: history}, fresh=True)
         fixed = self._attrs(conn, trial_id, (FIXED_PARAMS_ATTR,), table=trial_system_attributes)
@@ -600,34 +611,45 @@ class StudyQueue:
         already lost ``max_lost_retries`` times. Trials that never beat are left alone.
 
         What ``optuna.storages.fail_stale_trials`` plus tunesvc's retry callback do, without a
-        scan of the study, and with no moment where a lost trial is failed but not queued.
+        scan of the study, and with no moment where a lost trial is failed but not queued. It
+        looks without the study's lock first: most calls find nothing and lock nothing.
         """
+        with self.engine.connect() as conn:
+            state = self._read_state(conn)
+            since = (trials.c.study_id == self.study_id if state is None
+                     else sa.and_(_study_is(self.study_id), trials.c.trial_id >= state.low))
+            if not self._stale(conn, since, grace_s):
+                return []
         with self._locked() as conn:
             before = self._state(conn)
-            state = self._advance_low(conn, before)
-            now = _db_now(conn)
-            beats = trial_heartbeats
-            rows = conn.execute(
-                sa.select(trials.c.trial_id, trials.c.number, beats.c.heartbeat)
-                .join(beats, beats.c.trial_id == trials.c.trial_id)
-                .where(_study_is(self.study_id), trials.c.trial_id >= state.low,
-                       trials.c.state == TrialState.RUNNING)
-                .order_by(trials.c.trial_id)
-            ).all()
+            state, _, _ = self._survey(conn, before)
             lost: list[Lost] = []
-            for row in rows:
-                if heartbeat_age(now, row.heartbeat) <= grace_s:
+            since = sa.and_(_study_is(self.study_id), trials.c.trial_id >= state.low)
+            for trial_id, number in self._stale(conn, since, grace_s):
+                if not self._fail(conn, trial_id):
                     continue
-                if not self._fail(conn, int(row.trial_id)):
-                    continue
-                history = self._attrs(conn, int(row.trial_id), (RETRY_HISTORY_ATTR,))
+                history = self._attrs(conn, trial_id, (RETRY_HISTORY_ATTR,))
                 retry = None
                 if _lost_attempts(history.get(RETRY_HISTORY_ATTR)) < max_lost_retries:
-                    retry, state = self._requeue(conn, state, int(row.trial_id), "lost", False)
-                lost.append(Lost(int(row.trial_id), int(row.number), retry))
+                    retry, state = self._requeue(conn, state, trial_id, "lost", False)
+                lost.append(Lost(trial_id, number, retry))
             if state != before:
                 self._write_state(conn, state, insert=False)
             return lost
+
+    def _stale(
+        self, conn: sa.Connection, since: sa.ColumnElement[bool], grace_s: float
+    ) -> list[tuple[int, int]]:
+        """RUNNING trials (``trial_id``, number) whose last heartbeat is over ``grace_s`` old."""
+        now = _db_now(conn)
+        beats = trial_heartbeats
+        rows = conn.execute(
+            sa.select(trials.c.trial_id, trials.c.number, beats.c.heartbeat)
+            .join(beats, beats.c.trial_id == trials.c.trial_id)
+            .where(since, trials.c.state == TrialState.RUNNING)
+            .order_by(trials.c.trial_id)
+        )
+        return [(int(t), int(n)) for t, n, beat in rows if heartbeat_age(now, beat) > grace_s]
 
     def orphans(self, min_age_s: float, max_lost_retries: int) -> list[Orphan]:
         """Trials failed as lost (no outcome) or ``interrupted`` whose retry was never queued,

@@ -153,11 +153,12 @@ def _value(value: float | None, kind: TrialValueType | TrialIntermediateValueTyp
 
 
 def _ids_in(column: sa.ColumnElement[int], ids: Sequence[int]) -> sa.ColumnElement[bool]:
-    """``column IN ids``, or the primary-key range they span when they are many (the caller
-    keeps only its ids)."""
-    if len(ids) <= _IN_LIMIT:
+    """``column IN ids`` for a few scattered ids, else the range they span, which an index on
+    ``trial_id`` reads in one pass (the caller keeps only its ids)."""
+    low, high = min(ids), max(ids)
+    if len(ids) <= _IN_LIMIT and high - low + 1 > 2 * len(ids):
         return column.in_(ids)
-    return column.between(min(ids), max(ids))
+    return column.between(low, high)
 
 
 class StudyReads:
@@ -398,10 +399,11 @@ class StudyReads:
     # --- the pruner's board -------------------------------------------------------------------
 
     def finished_since(
-        self, cursor: FinishedCursor | None = None
+        self, cursor: FinishedCursor | None = None, *, steps: Collection[int] | None = None
     ) -> tuple[list[FinishedTrial], FinishedCursor]:
         """The trials that finished COMPLETE or PRUNED since ``cursor`` (all of them without
-        one), with their reported values, and the cursor for the next call.
+        one), with their reported values (only at ``steps``, if given: a pruner's rungs), and
+        the cursor for the next call.
 
         It reads only trials above the highest ``trial_id`` seen and those unfinished last
         time (their ids, in one query), then the values of the newly finished ones: never the
@@ -432,11 +434,12 @@ class StudyReads:
                         done[t] = (int(number), state)
                 else:
                     pending.add(t)
-            finished = self._finished(conn, done) if done else []
+            finished = self._finished(conn, done, steps) if done else []
         return finished, FinishedCursor(high, frozenset(pending))
 
     def _finished(
-        self, conn: sa.Connection, done: dict[int, tuple[int, TrialState]]
+        self, conn: sa.Connection, done: dict[int, tuple[int, TrialState]],
+        only: Collection[int] | None,
     ) -> list[FinishedTrial]:
         ids = sorted(done)
         values: dict[int, float] = {}
@@ -450,11 +453,12 @@ class StudyReads:
                 if t in done:
                     values[t] = _value(v, kind)
             iv = trial_intermediate_values
-            for t, step, v, kind in conn.execute(
-                sa.select(iv.c.trial_id, iv.c.step, iv.c.intermediate_value,
-                          iv.c.intermediate_value_type)
-                .where(_ids_in(iv.c.trial_id, chunk))
-            ):
+            query = (sa.select(iv.c.trial_id, iv.c.step, iv.c.intermediate_value,
+                               iv.c.intermediate_value_type)
+                     .where(_ids_in(iv.c.trial_id, chunk)))
+            if only is not None:
+                query = query.where(iv.c.step.in_(sorted(only)))
+            for t, step, v, kind in conn.execute(query):
                 if t in done:
                     steps[t][int(step)] = _value(v, kind)
         return [FinishedTrial(t, done[t][0], done[t][1], values.get(t), steps[t]) for t in ids]

@@ -15,7 +15,7 @@ from tunesvc._errors import ObjectiveError
 if TYPE_CHECKING:  # torch is imported only when an objective is built
     from torch import Tensor, nn
 
-    from tunesvc._training import TrainingSetup
+    from tunesvc.training._fit import TrainingSetup
 
 
 def with_defaults(
@@ -39,7 +39,7 @@ def classifier_setup(
 ) -> TrainingSetup:
     """The built-ins' setup: ``model`` on ``data`` (train x, y, validation x, y), trained with
     the optimizer, lr, weight_decay, schedule and batch_size of the resolved params ``p``."""
-    from tunesvc._training import TrainingSetup
+    from tunesvc.training._fit import TrainingSetup
 
     x_train, y_train, x_val, y_val = data
     return TrainingSetup(

@@ -8,7 +8,7 @@ from torch import nn
 
 from objectives import classifier_setup, with_defaults
 from objectives._data import mnist1d
-from tunesvc._training import TrainingSetup
+from tunesvc.training._fit import TrainingSetup
 
 DIRECTION = "maximize"
 METRIC = "val_acc"

@@ -10,13 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tunesvc import SpecError
-from tunesvc._check import (
-    check_lr_range,
-    lr_suggestion,
-    parse_fixed_params,
-    run_checks,
-)
-from tunesvc._cli import app
+from tunesvc.cli import app
+from tunesvc.service import run_checks, with_checked_lr
+from tunesvc.spec import RangeParam, parse_fixed_params, parse_spec
+from tunesvc.training._checks import lr_suggestion
 
 FIXTURES = "tests/objectives_fixtures"
 BAD_INIT = f"{FIXTURES}/check_bad_init.py"
@@ -122,7 +119,8 @@ def test_cli_check_exit_codes_and_json() -> None:
 
 
 def test_study_create_from_check_takes_the_suggested_range(sqlite_url: str) -> None:
-    suggested = check_lr_range("digits_mlp")
+    suggested = with_checked_lr(parse_spec('objective = "digits_mlp"')).params["lr"]
+    assert isinstance(suggested, RangeParam)
     result = runner.invoke(app, ["study", "create", "c", "--objective", "digits_mlp",
                                  "--from-check", "--storage", sqlite_url])
     assert result.exit_code == 0, result.output

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tunesvc._cli import app
+from tunesvc.cli import app
 
 PLAIN = "tests/objectives_fixtures/plain.py"
 runner = CliRunner()

@@ -11,9 +11,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tunesvc import CURVES_ATTR, Curves, EpochRecord, curves_of
-from tunesvc import _service as service
-from tunesvc._spec import parse_spec_dict
+from tunesvc import CURVES_ATTR, Curves, EpochRecord, curves_of, service
+from tunesvc.spec import parse_spec_dict
 
 
 def test_round_trip_keeps_nan_out_of_json() -> None:

@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tunesvc import TunesvcError
-from tunesvc._cli import app
-from tunesvc._dashboard import make_dashboard
+from tunesvc.cli import app
+from tunesvc.service import open_dashboard
 
 REPO = Path(__file__).resolve().parent.parent
 TUNESVC = str(Path(sys.executable).with_name("tunesvc"))
@@ -31,15 +31,10 @@ runner = CliRunner()
 
 @pytest.fixture(scope="session")
 def chromium() -> Path:
-    """Debian's chromium, installed here when missing (the test set-up, as `make install`)."""
+    """Debian's chromium, which `make install` installs; a missing one fails loudly."""
     if not CHROMIUM.exists():
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "chromium"]
-        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-            done = subprocess.run(install, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                pytest.fail(f"cannot install chromium: {done.stderr[-500:]}")
+        pytest.fail(f"no browser at {CHROMIUM}: run `make install` (it installs Debian's "
+                    "chromium) before the dashboard's browser test")
     return CHROMIUM
 
 
@@ -156,11 +151,11 @@ def test_unreachable_storage_exits_with_the_url_and_reason() -> None:
 
 
 def test_binds_localhost_by_default_and_reports_a_taken_port(sqlite_url: str) -> None:
-    board = make_dashboard(sqlite_url, port=0)
+    board = open_dashboard(sqlite_url, port=0)
     try:
         host, port = board.server.server_address[:2]
         assert host == "127.0.0.1" and board.url == f"http://127.0.0.1:{port}/dashboard"
         with pytest.raises(TunesvcError, match=f"cannot listen on 127.0.0.1:{port}"):
-            make_dashboard(sqlite_url, port=int(port))
+            open_dashboard(sqlite_url, port=int(port))
     finally:
         board.shutdown()

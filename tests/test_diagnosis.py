@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunesvc._curves import Curves
-from tunesvc._diagnosis import (
+from tunesvc.curves._curves import Curves
+from tunesvc.curves._diagnosis import (
     ADVICE,
     CONVERGED_ADVICE,
     LABELS,

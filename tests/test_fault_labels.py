@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from tunesvc._diagnosis import diagnose
+from tunesvc.curves._diagnosis import diagnose
 
 
 def _bench() -> ModuleType:

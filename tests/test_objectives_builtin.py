@@ -12,9 +12,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from tunesvc._curves import CURVE_NAMES
 from tunesvc._errors import ObjectiveError
-from tunesvc._training import METRIC_DIRECTIONS, TrainingSetup, fit
+from tunesvc.curves import CURVE_NAMES
+from tunesvc.training import METRIC_DIRECTIONS, TrainingSetup, fit
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["digits_mlp", "mnist1d_mlp", "mnist1d_cnn"]

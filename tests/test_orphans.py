@@ -10,10 +10,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tunesvc import _heartbeat
-from tunesvc import _service as service
-from tunesvc._heartbeat import RETRY_OF_ATTR, SLOT_ATTR, is_duplicate_retry, requeue
-from tunesvc._spec import parse_spec_dict
+from tunesvc import service
+from tunesvc.spec import parse_spec_dict
+from tunesvc.storage import attrs
+from tunesvc.worker import _heartbeat as _heartbeat
+from tunesvc.worker._heartbeat import is_duplicate_retry, requeue
 
 SLOW = f"{Path(__file__).parent / 'objectives_fixtures' / 'slow.py'}:objective"
 
@@ -56,8 +57,8 @@ def test_an_orphaned_lost_trial_is_queued_again_on_its_slot(
     trials = optuna.load_study(study_name="orphan", storage=storage_url).trials
     lost, retry = trials[0], trials[3]
     assert lost.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
-    assert retry.user_attrs[RETRY_OF_ATTR] == 0
-    assert retry.user_attrs[SLOT_ATTR] == lost.user_attrs[SLOT_ATTR]
+    assert attrs.RETRY_OF.get(retry) == 0
+    assert attrs.SLOT.get(retry) == attrs.SLOT.get(lost)
     assert [h["reason"] for h in retry.user_attrs["retry_history"]] == ["lost"]
     assert retry.params == lost.system_attrs["fixed_params"]  # the queued draw of the slot
 

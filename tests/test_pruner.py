@@ -10,10 +10,10 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from tunesvc._curves import CURVES_ATTR, Curves
-from tunesvc._diagnosis import LABELS
+from tunesvc import CURVES_ATTR, Curves
 from tunesvc._errors import SpecError
 from tunesvc._pruner import NUM_CLASSES_ATTR, Decision, LearningCurvePruner, make_pruner
+from tunesvc.curves._diagnosis import LABELS
 
 NAN = math.nan
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tunesvc import _service as service
-from tunesvc._spec import parse_spec_dict
+from tunesvc import service
+from tunesvc.spec import parse_spec_dict
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"```python\n# (\w+\.py)\n(.*?)```", re.S)

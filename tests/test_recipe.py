@@ -9,12 +9,9 @@ import pytest
 from optuna_dashboard import get_note
 from typer.testing import CliRunner
 
-from tunesvc import SpecError, StudyExistsError, TunesvcError
-from tunesvc import _service as service
-from tunesvc._cli import app
-from tunesvc._recipe import BUDGETS, Budget, parse_budget, run_recipe
-from tunesvc._report import write_report
-from tunesvc._spec import parse_spec_dict
+from tunesvc import SpecError, StudyExistsError, TunesvcError, service
+from tunesvc.cli import app
+from tunesvc.spec import parse_spec_dict
 
 BAD_INIT = "tests/objectives_fixtures/check_bad_init.py"
 TEST_BUDGET = "tiny,coarse_trials=4,refine_trials=2"
@@ -24,14 +21,14 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("small", BUDGETS["small"]),
-        ("tiny", BUDGETS["tiny"]),
-        ("tiny,coarse_trials=6", Budget(6, 3, 2, 3, 3, 4)),
-        ("final_epochs=7", Budget(final_epochs=7)),
+        ("small", service.BUDGETS["small"]),
+        ("tiny", service.BUDGETS["tiny"]),
+        ("tiny,coarse_trials=6", service.Budget(6, 3, 2, 3, 3, 4)),
+        ("final_epochs=7", service.Budget(final_epochs=7)),
     ],
 )
-def test_parse_budget(text: str, expected: Budget) -> None:
-    assert parse_budget(text) == expected
+def test_parse_budget(text: str, expected: service.Budget) -> None:
+    assert service.parse_budget(text) == expected
 
 
 @pytest.mark.parametrize(("text", "match"), [("huge", "expected one of"),
@@ -39,11 +36,11 @@ def test_parse_budget(text: str, expected: Budget) -> None:
                                              ("tiny,top=0", "integer >= 1")])
 def test_parse_budget_rejects(text: str, match: str) -> None:
     with pytest.raises(SpecError, match=match):
-        parse_budget(text)
+        service.parse_budget(text)
 
 
 def test_recipe_stops_at_the_first_failed_check(sqlite_url: str) -> None:
-    result = run_recipe(BAD_INIT, sqlite_url, budget=BUDGETS["tiny"])
+    result = service.run_recipe(BAD_INIT, sqlite_url, budget=service.BUDGETS["tiny"])
     assert result.stopped is not None and result.stopped.startswith("check initial_loss failed")
     assert result.best is None and [s.stage for s in result.stages] == ["check"]
     assert [c.verdict for c in result.checks.checks] == ["fail", "skipped", "skipped"]
@@ -59,9 +56,9 @@ def test_recipe_refuses_taken_names_and_plain_objectives(sqlite_url: str) -> Non
     spec = parse_spec_dict({"objective": "digits_mlp", "n_trials": 1})
     service.create_study("x-refine", spec, sqlite_url)
     with pytest.raises(StudyExistsError, match="'x-refine' already exists"):
-        run_recipe("digits_mlp", sqlite_url, prefix="x")
+        service.run_recipe("digits_mlp", sqlite_url, prefix="x")
     with pytest.raises(TunesvcError, match="plain objective"):
-        run_recipe("tests/objectives_fixtures/plain.py:quadratic", sqlite_url)
+        service.run_recipe("tests/objectives_fixtures/plain.py:quadratic", sqlite_url)
     assert [s.name for s in service.list_studies(sqlite_url)] == ["x-refine"]
 
 
@@ -107,7 +104,7 @@ def test_recipe_end_to_end_with_notes_and_report(sqlite_url: str, tmp_path: Path
     assert any("tunesvc-lr-vs-weight-decay" in k for k in figures)
     assert any("tunesvc-diagnoses" in k for k in figures)
 
-    report = write_report("r-coarse", sqlite_url, tmp_path / "out")
+    report = service.write_report("r-coarse", sqlite_url, tmp_path / "out")
     text = report.path.read_text()
     assert report.path.name == "r-coarse.html" and report.trials == 4
     assert "Diagnosis: " in text and "lr against weight_decay" in text

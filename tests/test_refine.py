@@ -10,11 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tunesvc import StudyExistsError, StudyNotFoundError, TunesvcError
-from tunesvc import _service as service
-from tunesvc._cli import app
-from tunesvc._refine import refine_params, refine_study
-from tunesvc._spec import ChoiceParam, RangeParam, parse_param, parse_spec_dict
+from tunesvc import StudyExistsError, StudyNotFoundError, TunesvcError, service
+from tunesvc.cli import app
+from tunesvc.spec import ChoiceParam, RangeParam, parse_spec_dict, refine_params
+from tunesvc.spec._spec import parse_param
 
 LOG_LR = "tests/objectives_fixtures/plain.py:log_lr"  # value -|log10(lr) + 2|, best at 0.01
 runner = CliRunner()
@@ -145,7 +144,7 @@ def _parent(url: str, low: float = 1e-4, high: float = 1.0, grid: bool = False) 
 
 def test_refine_narrows_links_and_runs(storage_url: str) -> None:
     _parent(storage_url)
-    result = refine_study("parent", "child", storage_url, top=3)
+    result = service.refine_study("parent", "child", storage_url, top=3)
     assert result.parent == "parent" and len(result.top) == 3
     assert result.epochs == 6 and result.sampler == "random" and result.planned == 8
     before, after = result.params_before["lr"], result.params_after["lr"]
@@ -163,7 +162,7 @@ def test_refine_narrows_links_and_runs(storage_url: str) -> None:
 
 def test_refine_widens_at_the_edge(sqlite_url: str) -> None:
     _parent(sqlite_url, low=1e-5, high=5e-3, grid=True)  # the optimum 1e-2 lies above it
-    result = refine_study("parent", "child", sqlite_url, top=2, epochs=4)
+    result = service.refine_study("parent", "child", sqlite_url, top=2, epochs=4)
     assert result.epochs == 4 and result.sampler == "grid" and result.planned == 4
     assert result.params_after["lr"]["high"] > 5e-3 and result.params_after["lr"]["low"] == 1e-5
     assert "high edge" in result.notes[0] and "widened" in result.notes[0]
@@ -174,14 +173,14 @@ def test_refine_without_finished_trials_or_into_existing_makes_no_study(storage_
                             "params": {"lr": {"low": 1e-4, "high": 1.0, "log": True}}})
     service.create_study("queued", spec, storage_url)
     with pytest.raises(TunesvcError, match="no completed trial to refine from"):
-        refine_study("queued", "child", storage_url)
+        service.refine_study("queued", "child", storage_url)
     with pytest.raises(StudyExistsError, match="is the parent study itself"):
-        refine_study("queued", "queued", storage_url)
+        service.refine_study("queued", "queued", storage_url)
     service.create_study("other", spec, storage_url)
     with pytest.raises(StudyExistsError, match="'other' already exists"):
-        refine_study("queued", "other", storage_url)
+        service.refine_study("queued", "other", storage_url)
     with pytest.raises(StudyNotFoundError):
-        refine_study("nope", "child", storage_url)
+        service.refine_study("nope", "child", storage_url)
     assert sorted(s.name for s in service.list_studies(storage_url)) == ["other", "queued"]
 
 
@@ -205,7 +204,7 @@ def test_cli_refine_one_line_errors_and_json(sqlite_url: str) -> None:
 
 def test_a_subnormal_bound_is_kept_as_is() -> None:
     """Hypothesis found it: rounding 5e-324 to 3 digits divided by an underflowed unit."""
-    from tunesvc._refine import _sig
+    from tunesvc.spec._refine import _sig
 
     assert _sig(5e-324, up=True) == 5e-324 and _sig(5e-324, up=False) == 5e-324
     assert _sig(1.234567e-300, up=True) == 1.24e-300

@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 from optuna_dashboard import get_note
 
-from tunesvc import _service as service
-from tunesvc._spec import parse_spec_dict
+from tunesvc import service
+from tunesvc.spec import parse_spec_dict
 
 PLAIN = "tests/objectives_fixtures/plain.py"
 

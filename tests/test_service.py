@@ -11,9 +11,9 @@ from tunesvc import (
     StorageError,
     StudyExistsError,
     StudyNotFoundError,
+    service,
 )
-from tunesvc import _service as service
-from tunesvc._spec import parse_spec, parse_spec_dict
+from tunesvc.spec import parse_spec, parse_spec_dict
 
 PLAIN = "tests/objectives_fixtures/plain.py"
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tunesvc import SpecError, grid_cells, grid_points, parse_spec
-from tunesvc._spec import (
+from tunesvc.spec._spec import (
     ChoiceParam,
     RangeParam,
     parse_param,

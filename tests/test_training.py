@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from tunesvc._checkpoint import load_checkpoint
-from tunesvc._curves import Curves, EpochRecord
 from tunesvc._errors import TrainingError
-from tunesvc._training import (
+from tunesvc.curves import Curves, EpochRecord
+from tunesvc.training._checkpoint import load_checkpoint
+from tunesvc.training._fit import (
     TrainingSetup,
     fit,
     resolve_device,

@@ -24,12 +24,10 @@ import sqlalchemy
 from optuna.trial import TrialState
 from typer.testing import CliRunner, Result
 
-from tunesvc import _service as service
-from tunesvc._cli import app
-from tunesvc._runner import TrialResult, WorkerEvent
-from tunesvc._spec import parse_spec_dict
-from tunesvc._storage import upgrade_storage
-from tunesvc._workers import ProgressDisplay, worker_devices
+from tunesvc import service
+from tunesvc.cli import ProgressDisplay, app
+from tunesvc.spec import parse_spec_dict
+from tunesvc.worker import TrialResult, WorkerEvent, worker_devices
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW = f"{REPO / 'tests' / 'objectives_fixtures' / 'slow.py'}:objective"
@@ -122,7 +120,8 @@ def test_show_lists_running_trials_with_worker_and_heartbeat(pg_url: str, tmp_pa
     assert running.number == 0 and running.params == {"x": 0, "y": 0}
     assert (running.host, running.pid, running.device) == (socket.gethostname(), proc.pid, "cpu")
     assert running.epoch >= 3
-    assert running.heartbeat_age_s is not None and 0 <= running.heartbeat_age_s < 3
+    # It beats every second: an age far under a minute says it beats (bounded generously).
+    assert running.heartbeat_age_s is not None and 0 <= running.heartbeat_age_s < 30
     assert json.loads(json.dumps(detail.to_json()))["workers"][0]["pid"] == proc.pid
     assert proc.returncode == 130
 
@@ -190,14 +189,23 @@ def test_unreachable_storage_is_one_line(url: str, workers: str, place: str) -> 
 def test_old_schema_is_named_and_upgraded(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     assert service.list_studies(url) == []  # creates the current schema
-    assert not upgrade_storage(url).changed
+    assert not service.upgrade_storage(url).changed
     with sqlite3.connect(tmp_path / "old.db") as conn:  # as an older Optuna left it
         conn.execute("UPDATE alembic_version SET version_num = 'v3.0.0.d'")
     listed = cli("study", "list", "--storage", url)
     assert listed.exit_code == 3
+    head = optuna.storages.RDBStorage(url, skip_compatibility_check=True).get_head_version()
     assert listed.stderr.strip() == (
-        f"error: storage {url} was set up by an older Optuna; run `tunesvc storage upgrade "
-        f"--storage '{url}'` (back it up first)")
+        f"error: storage {url} was set up by an older Optuna (schema v3.0.0.d, this Optuna "
+        f"{optuna.__version__} needs {head}); run `tunesvc storage upgrade --storage '{url}'` "
+        "(back it up first)")
+    newer = tmp_path / "newer.db"
+    assert service.list_studies(f"sqlite:///{newer}") == []
+    with sqlite3.connect(newer) as conn:  # as a newer Optuna would leave it
+        conn.execute("UPDATE alembic_version SET version_num = 'v9.9.9.z'")
+    refused = cli("study", "list", "--storage", f"sqlite:///{newer}")
+    assert refused.exit_code == 3 and "set up by a newer Optuna (schema v9.9.9.z)" in \
+        refused.stderr
     upgraded = cli("storage", "upgrade", "--storage", url)
     assert upgraded.exit_code == 0, upgraded.output
     assert f"upgraded {url}: schema v3.0.0.d -> " in upgraded.stdout

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tunesvc._writer import TrialWriter
+from tunesvc.worker._writer import TrialWriter
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FIXTURES = Path(__file__).parent / "objectives_fixtures"
@@ -117,8 +117,8 @@ def test_a_worker_whose_trial_was_failed_elsewhere_leaves_it_and_runs_the_next(
     """The runner end to end: trial 0 is failed by another worker while it reports through the
     background writer; the worker gives it up as lost at a later report (nothing more written to
     it) and the next trial runs with every report stored."""
-    from tunesvc import _service as service
-    from tunesvc._spec import parse_spec_dict
+    from tunesvc import service
+    from tunesvc.spec import parse_spec_dict
 
     objective = f"{FIXTURES / 'plain.py'}:abandoned"
     spec = parse_spec_dict({"objective": objective, "direction": "maximize", "n_trials": 2,

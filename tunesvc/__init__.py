@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tunesvc._curves import CURVES_ATTR, DIAGNOSIS_ATTR, Curves, EpochRecord, curves_of
 from tunesvc._errors import (
     ObjectiveError,
     SpecError,
@@ -19,12 +18,20 @@ from tunesvc._errors import (
     TrainingError,
     TunesvcError,
 )
-from tunesvc._spec import StudySpec, grid_cells, grid_points, parse_spec
+from tunesvc.curves import (
+    Curves,
+    Diagnosis,
+    DiagnosisThresholds,
+    EpochRecord,
+    diagnose,
+    diagnose_values,
+)
+from tunesvc.spec import StudySpec, grid_cells, grid_points, parse_spec
+from tunesvc.storage._attrs import CURVES, DIAGNOSIS, curves_of
 
 if TYPE_CHECKING:
-    from tunesvc._diagnosis import Diagnosis, DiagnosisThresholds, diagnose, diagnose_values
     from tunesvc._pruner import Decision, LearningCurvePruner, make_pruner
-    from tunesvc._training import (
+    from tunesvc.training import (
         FitResult,
         TrainingSetup,
         fit,
@@ -34,16 +41,17 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+CURVES_ATTR = CURVES.key
+"""The trial user attribute holding its learning curves."""
+DIAGNOSIS_ATTR = DIAGNOSIS.key
+"""The trial user attribute holding its diagnosis."""
+
 _LAZY = {
-    "TrainingSetup": "tunesvc._training",
-    "FitResult": "tunesvc._training",
-    "fit": "tunesvc._training",
-    "resolve_device": "tunesvc._training",
-    "scheduled_lr": "tunesvc._training",
-    "Diagnosis": "tunesvc._diagnosis",
-    "DiagnosisThresholds": "tunesvc._diagnosis",
-    "diagnose": "tunesvc._diagnosis",
-    "diagnose_values": "tunesvc._diagnosis",
+    "TrainingSetup": "tunesvc.training",
+    "FitResult": "tunesvc.training",
+    "fit": "tunesvc.training",
+    "resolve_device": "tunesvc.training",
+    "scheduled_lr": "tunesvc.training",
     "Decision": "tunesvc._pruner",
     "LearningCurvePruner": "tunesvc._pruner",
     "make_pruner": "tunesvc._pruner",

@@ -1,5 +1,5 @@
 """`python -m tunesvc` is the `tunesvc` command."""
 
-from tunesvc._cli import main
+from tunesvc.cli import main
 
 main()

@@ -1,7 +1,7 @@
 """The learning-curve pruner: diagnose a trial's curves, stop the hopeless, rank the rest.
 
 :class:`LearningCurvePruner` decides in three steps, each a :class:`Decision` with a
-:class:`~tunesvc._diagnosis.Diagnosis` attached:
+:class:`~tunesvc.curves._diagnosis.Diagnosis` attached:
 
 1. It diagnoses the trial's own curves (the four tunesvc records, or only the reported metric of
    a plain objective). ``diverged`` and ``bad_initial_loss`` are pruned at once.
@@ -44,9 +44,15 @@ from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from tunesvc._curves import curves_of
-from tunesvc._diagnosis import LABELS, Diagnosis, DiagnosisThresholds, diagnose, diagnose_values
 from tunesvc._errors import SpecError
+from tunesvc.curves._diagnosis import (
+    LABELS,
+    Diagnosis,
+    DiagnosisThresholds,
+    diagnose,
+    diagnose_values,
+)
+from tunesvc.storage._attrs import curves_of
 
 NUM_CLASSES_ATTR = "num_classes"
 """Trial user attribute with the number of classes of a cross-entropy objective, if known."""

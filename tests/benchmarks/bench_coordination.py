@@ -14,7 +14,7 @@ thread, what happens between two epochs of training:
   seconds, ``report`` and the pruning decision.
 
 tunesvc hands reports and curves to a background writer thread and ranks at rungs against
-finished trials it reads in the background (see ``tunesvc._writer`` and ``rank_staleness_s``
+finished trials it reads in the background (see ``tunesvc.worker._writer`` and ``rank_staleness_s``
 in ``tunesvc._pruner``); the database work is not gone, it overlaps training. So the table also
 gives each kind's training time per epoch (the same torch work; median) next to a bare loop's,
 which shows what that overlap costs training, the whole epoch (training plus coordination;
@@ -102,8 +102,8 @@ def _fill(url: str, name: str, n: int) -> None:
 
 
 def _setup(schema: str, name: str, finished: int, epochs: int) -> None:
-    from tunesvc import _service as service
-    from tunesvc._spec import parse_spec_dict
+    from tunesvc import service
+    from tunesvc.spec import parse_spec_dict
 
     url = _url(schema)
     spec = parse_spec_dict({"objective": OBJECTIVE, "direction": "maximize", "n_trials": 40,
@@ -188,16 +188,16 @@ def _raw(url: str, name: str, epochs: int, train_ms: float, prune: bool,
 
 def _tunesvc(url: str, name: str, epochs: int, train_ms: float, structured: bool,
              barrier: Any) -> Times:
-    from tunesvc import _service as service
-    from tunesvc._curves import Curves, EpochRecord
-    from tunesvc._heartbeat import RetryLostTrial
-    from tunesvc._runner import CURVES_EVERY_S, SpecTrial, claim_trial
-    from tunesvc._storage import open_storage
+    from tunesvc.curves import Curves, EpochRecord
+    from tunesvc.storage import open_storage
+    from tunesvc.worker import WorkerOptions
+    from tunesvc.worker._claim import claim_trial
+    from tunesvc.worker._loop import open_context
+    from tunesvc.worker._runner import CURVES_EVERY_S
+    from tunesvc.worker._trial import SpecTrial
 
-    storage = open_storage(url, heartbeat_interval=10, grace_period=20,
-                           heartbeat_stale_trial_callback=RetryLostTrial())
-    study = service._load(storage, name, url)
-    ctx = service.build_context(study, storage, url, "cpu")
+    storage = open_storage(url)
+    ctx = open_context(storage, name, url, WorkerOptions(device="cpu"))
     trial_id = claim_trial(ctx)
     assert trial_id is not None
     trial = SpecTrial(ctx.study, trial_id, ctx)

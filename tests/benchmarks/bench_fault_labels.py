@@ -1,5 +1,5 @@
 """A labelled fault-injection suite: real training of the built-in objectives with faults of
-known label, diagnosed by :func:`tunesvc._diagnosis.diagnose`; prints per-label precision and
+known label, diagnosed by :func:`tunesvc.diagnose`; prints per-label precision and
 recall (target: at least 0.9 each).
 
 Faults are injected from outside the objective, on the setup ``build`` returns: weights scaled
@@ -21,9 +21,9 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from tunesvc._curves import Curves
-from tunesvc._diagnosis import LABELS, diagnose
-from tunesvc._training import TrainingSetup, fit
+from tunesvc.curves._curves import Curves
+from tunesvc.curves._diagnosis import LABELS, diagnose
+from tunesvc.training._fit import TrainingSetup, fit
 
 Fault = Callable[[str], TrainingSetup]
 

@@ -30,9 +30,9 @@ from typing import Any
 import optuna
 import torch
 
-from tunesvc._curves import CURVES_ATTR, Curves
+from tunesvc import CURVES_ATTR, Curves
 from tunesvc._pruner import NUM_CLASSES_ATTR, LearningCurvePruner
-from tunesvc._training import fit
+from tunesvc.training._fit import fit
 
 TOLERANCE = 0.005  # 0.5 accuracy points
 

@@ -1,6 +1,6 @@
 """Training wrapper overhead and default-param accuracies of the built-in objectives.
 
-Overhead: epochs of ``mnist1d_mlp`` (default params) through :func:`tunesvc._training.fit`
+Overhead: epochs of ``mnist1d_mlp`` (default params) through :func:`tunesvc.training._fit.fit`
 with the curves stored on an Optuna trial in a SQLite file every epoch (report, user attribute,
 should_prune, as the runner's glue does), against the same bare PyTorch loop without Optuna:
 same model, data on the device, batches, optimizer, schedule and a val evaluation per epoch.
@@ -33,9 +33,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tunesvc._curves import CURVES_ATTR, Curves, EpochRecord  # noqa: E402
-from tunesvc._storage import open_storage  # noqa: E402
-from tunesvc._training import TrainingSetup, fit, resolve_device, scheduled_lr  # noqa: E402
+from tunesvc import CURVES_ATTR, Curves, EpochRecord  # noqa: E402
+from tunesvc.storage import open_storage  # noqa: E402
+from tunesvc.training import TrainingSetup, fit, resolve_device, scheduled_lr  # noqa: E402
 
 TARGETS = {"digits_mlp": 0.95, "mnist1d_cnn": 0.90}
 

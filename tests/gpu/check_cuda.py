@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from objectives import digits_mlp, mnist1d_cnn  # noqa: E402
 from tunesvc import TrainingError  # noqa: E402
-from tunesvc._training import fit, resolve_device  # noqa: E402
+from tunesvc.training._fit import fit, resolve_device  # noqa: E402
 
 failures: list[str] = []
 

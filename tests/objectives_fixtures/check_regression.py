@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tunesvc._training import TrainingSetup
+from tunesvc.training import TrainingSetup
 
 DIRECTION = "minimize"
 METRIC = "val_loss"

@@ -2,4 +2,86 @@
 
 Each function takes plain values, does its work against the storage and returns plain
 dataclasses that the CLI prints as a table or as JSON.
+
+Example::
+
+    from tunesvc import service
+    from tunesvc.spec import parse_spec
+
+    service.create_study("demo", parse_spec('objective = "digits_mlp"'), url)
+    summary = service.run_study("demo", url)
+    summary.best.value
 """
+
+from __future__ import annotations
+
+from tunesvc.service._check import build_setup, run_checks, with_checked_lr
+from tunesvc.service._outputs import ReportResult, open_dashboard, report_filename, write_report
+from tunesvc.service._recipe import (
+    BUDGETS,
+    Budget,
+    RecipeResult,
+    StageRow,
+    default_prefix,
+    parse_budget,
+    run_recipe,
+)
+from tunesvc.service._refine import RefineResult, refine_study
+from tunesvc.service._results import (
+    RunningTrial,
+    RunSummary,
+    StudyDetail,
+    StudySummary,
+    TrialInfo,
+    trial_info,
+)
+from tunesvc.service._run import run_study
+from tunesvc.service._studies import (
+    DEFAULT_RANDOM_TRIALS,
+    best_trial,
+    create_study,
+    delete_study,
+    list_studies,
+    list_trials,
+    plan_trials,
+    resolve,
+    show_study,
+)
+from tunesvc.storage import UpgradeResult, upgrade_storage
+
+__all__ = [
+    "BUDGETS",
+    "DEFAULT_RANDOM_TRIALS",
+    "Budget",
+    "RecipeResult",
+    "RefineResult",
+    "ReportResult",
+    "RunSummary",
+    "RunningTrial",
+    "StageRow",
+    "StudyDetail",
+    "StudySummary",
+    "TrialInfo",
+    "UpgradeResult",
+    "best_trial",
+    "build_setup",
+    "create_study",
+    "default_prefix",
+    "delete_study",
+    "list_studies",
+    "list_trials",
+    "open_dashboard",
+    "parse_budget",
+    "plan_trials",
+    "refine_study",
+    "report_filename",
+    "resolve",
+    "run_checks",
+    "run_recipe",
+    "run_study",
+    "show_study",
+    "trial_info",
+    "upgrade_storage",
+    "with_checked_lr",
+    "write_report",
+]

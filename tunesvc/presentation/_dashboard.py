@@ -1,9 +1,5 @@
-"""``tunesvc dashboard``: optuna-dashboard on tunesvc's storage and artifact store.
-
-The storage is opened the tunesvc way (same URL resolution, engine settings and error
-messages), so an unreachable database fails with its URL (no password) and the reason before a
-server starts. The server binds to 127.0.0.1 unless told otherwise.
-"""
+"""``tunesvc dashboard``: optuna-dashboard's app on tunesvc's storage and artifact store, served
+by a small threaded WSGI server that binds to 127.0.0.1 unless told otherwise."""
 
 from __future__ import annotations
 
@@ -12,11 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import optuna_dashboard
-from optuna.artifacts import FileSystemArtifactStore
+import optuna
 
-from tunesvc._errors import StorageError, TunesvcError
-from tunesvc._storage import artifacts_dir, open_storage, redact, storage_errors
+from tunesvc._errors import TunesvcError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -55,18 +49,18 @@ class Dashboard:
         self.server.server_close()
 
 
-def make_dashboard(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> Dashboard:
-    """Open the storage and bind the server; raise :class:`StorageError` if the storage cannot be
-    used and :class:`TunesvcError` if the address cannot be bound. ``port=0`` picks a free port."""
-    storage = open_storage(url)
-    with storage_errors(url):
-        storage.get_all_studies()  # reach the database now, not on the first page load
-    folder = artifacts_dir(url)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StorageError(f"artifact folder {folder}: cannot create it ({e.strerror})") from None
-    app = optuna_dashboard.wsgi(storage, artifact_store=FileSystemArtifactStore(str(folder)))
+def make_dashboard(
+    storage: optuna.storages.RDBStorage, artifacts: Path, *, shown_as: str,
+    host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+) -> Dashboard:
+    """Bind optuna-dashboard's app for ``storage`` and the artifact store at ``artifacts`` to
+    ``host:port`` (``port=0`` picks a free port); :class:`TunesvcError` if the address cannot be
+    bound. ``shown_as`` names the storage in messages (no password)."""
+    # optuna-dashboard loads scikit-learn and more: only the dashboard command pays for it.
+    import optuna_dashboard
+    from optuna.artifacts import FileSystemArtifactStore
+
+    app = optuna_dashboard.wsgi(storage, artifact_store=FileSystemArtifactStore(str(artifacts)))
     try:
         server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
     except OSError as e:
@@ -74,4 +68,4 @@ def make_dashboard(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT)
                            "--port or --host") from None
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
-    return Dashboard(server, f"http://{shown}:{bound}/dashboard", redact(url), folder)
+    return Dashboard(server, f"http://{shown}:{bound}/dashboard", shown_as, artifacts)

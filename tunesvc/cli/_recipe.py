@@ -1,38 +1,35 @@
 """The recipe's commands: ``check``, ``recipe``, ``dashboard``, ``study refine``,
-``study report``. Thin, as in :mod:`tunesvc._cli`: read options, call one function, print."""
+``study report``. Thin, as in :mod:`tunesvc.cli._app`: read options, call one function, print."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tunesvc._cli import (
+from tunesvc import service
+from tunesvc.cli._app import (
     JsonOpt,
     StorageOpt,
     app,
+    fmt,
     handles_errors,
     print_json,
     print_table,
+    quiet_optuna,
+    quoted,
     study_app,
 )
-from tunesvc._storage import resolve_url
+from tunesvc.presentation import DEFAULT_HOST, DEFAULT_PORT
+from tunesvc.spec import parse_fixed_params
+from tunesvc.storage import resolve_url
 
 if TYPE_CHECKING:
-    from tunesvc._check import CheckReport
-
-# torch, plotly and optuna-dashboard are imported inside the commands: `tunesvc --help` and the
-# study commands stay fast.
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
+    from tunesvc.training._checks import CheckReport
 
 ParamOpt = Annotated[list[str] | None, typer.Option(
     "--param", help="NAME=VALUE fixing one of the objective's params; repeatable.")]
-
-
-def _fmt(x: Any) -> str:
-    return f"{x:.4g}" if isinstance(x, float) else "-" if x is None else str(x)
 
 
 def _print_checks(report: CheckReport) -> None:
@@ -40,7 +37,7 @@ def _print_checks(report: CheckReport) -> None:
                 ["check", "verdict", "what it found"])
     for c in report.checks:
         if c.verdict != "skipped":
-            typer.echo(f"  {c.name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in c.numbers.items()))
+            typer.echo(f"  {c.name}: " + ", ".join(f"{k}={fmt(v)}" for k, v in c.numbers.items()))
         if c.verdict == "fail" and c.advice:
             typer.secho(f"  try: {c.advice}", fg=typer.colors.YELLOW)
     if report.skipped:
@@ -57,9 +54,7 @@ def check(
 ) -> None:
     """Before tuning: initial loss against log(num_classes), overfit 5 minibatches, and an LR
     range test that suggests the LR range for a coarse study. Exits 1 if a check fails."""
-    from tunesvc._check import parse_fixed_params, run_checks
-
-    report = run_checks(objective, parse_fixed_params(param or []), device=device)
+    report = service.run_checks(objective, parse_fixed_params(param or []), device=device)
     if as_json:
         print_json(report.to_json())
     else:
@@ -88,26 +83,25 @@ def recipe(
 ) -> None:
     """Check, coarse random search, refine, train the best longer; ends with the best
     configuration and what each stage found. Stops at the first failed check."""
-    from tunesvc._check import parse_fixed_params
-    from tunesvc._recipe import parse_budget, run_recipe
-
+    quiet_optuna()
     say = None if as_json else typer.echo
-    result = run_recipe(objective, resolve_url(storage), budget=parse_budget(budget),
-                        prefix=name, params=parse_fixed_params(param or []), device=device,
-                        progress=say)
+    result = service.run_recipe(objective, resolve_url(storage),
+                                budget=service.parse_budget(budget),
+                                prefix=name, params=parse_fixed_params(param or []),
+                                device=device, progress=say)
     if as_json:
         print_json(result.to_json())
     else:
         if result.stopped:
             _print_checks(result.checks)
-        print_table([[s.stage, s.study or "-", s.trials, _fmt(s.best_value),
+        print_table([[s.stage, s.study or "-", s.trials, fmt(s.best_value),
                       ", ".join(f"{k} {v}" for k, v in s.diagnoses.items()) or "-", s.note]
                      for s in result.stages],
                     ["stage", "study", "trials", "best", "diagnoses", "note"])
         if result.best is not None:
             typer.echo(f"best configuration ({result.best['study']}, value "
-                       f"{_fmt(result.best['value'])}): "
-                       + " ".join(f"{k}={_fmt(v)}" for k, v in result.best["params"].items()))
+                       f"{fmt(result.best['value'])}): "
+                       + " ".join(f"{k}={fmt(v)}" for k, v in result.best["params"].items()))
     if result.stopped:
         typer.secho(f"error: recipe stopped: {result.stopped}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
@@ -121,9 +115,7 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
 ) -> None:
     """optuna-dashboard on the same storage and artifacts, with tunesvc's notes and figures."""
-    from tunesvc._dashboard import make_dashboard
-
-    board = make_dashboard(resolve_url(storage), host, port)
+    board = service.open_dashboard(resolve_url(storage), host, port)
     typer.echo(f"dashboard for {board.storage} (artifacts {board.artifacts}) at {board.url}")
     typer.echo("Ctrl-C stops it.")
     try:
@@ -147,10 +139,8 @@ def study_refine(
 ) -> None:
     """A new study linked to NAME, its ranges narrowed around NAME's top trials (widened where
     the best sit at an edge), with more epochs and the same sampler."""
-    from tunesvc._refine import refine_study
-
-    result = refine_study(name, into, resolve_url(storage), top=top, epochs=epochs,
-                          sampler=sampler, n_trials=n_trials)
+    result = service.refine_study(name, into, resolve_url(storage), top=top, epochs=epochs,
+                                  sampler=sampler, n_trials=n_trials)
     if as_json:
         print_json(result.to_json())
         return
@@ -158,7 +148,7 @@ def study_refine(
                f"{result.planned} trials queued ({result.sampler}, {result.epochs} epochs)")
     for note in result.notes:
         typer.echo(f"  {note}")
-    typer.echo(f"run it with: tunesvc study run {into}")
+    typer.echo(f"run it with: tunesvc study run {quoted(into)}")
 
 
 @study_app.command("report")
@@ -171,9 +161,7 @@ def study_report(
 ) -> None:
     """Write one static HTML file with the study's figures and tables, to share without a
     server."""
-    from tunesvc._report import write_report
-
-    result = write_report(name, resolve_url(storage), out)
+    result = service.write_report(name, resolve_url(storage), out)
     if as_json:
         print_json(result.to_json())
         return

@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from tunesvc._checkpoint import load_checkpoint, save_checkpoint
-from tunesvc._curves import CURVE_NAMES, Curves, EpochRecord
 from tunesvc._errors import TrainingError
+from tunesvc.curves._curves import CURVE_NAMES, Curves, EpochRecord
+from tunesvc.training._checkpoint import load_checkpoint, save_checkpoint
 
 Data: TypeAlias = "tuple[Tensor, Tensor] | Dataset[Any]"
 """Train or validation data: ``(X, y)`` tensors (rows are samples) or a Dataset of pairs."""
@@ -320,7 +320,7 @@ class _Run:
                 "use metric='val_loss'"
             )
         self.metric = metric
-        self.optimizer = _make_optimizer(setup, self.model)
+        self.optimizer = make_optimizer(setup, self.model)
         self.shuffle = torch.Generator().manual_seed(seed + 1)
 
     def fit(
@@ -509,7 +509,7 @@ class _Run:
         loss = self.setup.loss
         loss_fn = loss_function(loss)
         param = next(self.model.parameters(), None)
-        classifies = loss == "cross_entropy"
+        is_classifier = loss == "cross_entropy"
         for batches in (self.train, self.val):
             xb, yb = batches.first()
             where = f"{batches.name} batch X {tuple(xb.shape)}"
@@ -568,12 +568,10 @@ class _Run:
                         f"loss must return the batch mean as a scalar tensor, got "
                         f"{getattr(value, 'shape', type(value).__name__)} for {got}"
                     )
-                classifies = (
-                    out.ndim == 2 and yb.ndim == 1 and not yb.is_floating_point()
-                ) and out.shape[0] == yb.shape[0]
-            if classifies:
+                is_classifier = classifies(loss, out, yb)
+            if is_classifier:
                 self.num_classes = int(out.shape[1])
-        return loss_fn, classifies
+        return loss_fn, is_classifier
 
     def _check_labels(self, batches: _Batches, classes: int) -> None:
         y = batches.y if batches.y is not None else batches.first()[1]
@@ -597,17 +595,34 @@ def loss_function(loss: str | LossFn) -> LossFn:
     raise TrainingError(_choice_message("loss", str(loss), LOSSES))
 
 
-def _make_optimizer(setup: TrainingSetup, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(
+    setup: TrainingSetup,
+    model: nn.Module,
+    *,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+) -> torch.optim.Optimizer:
+    """The optimizer ``setup`` names over ``model``'s trainable parameters, at ``setup``'s
+    learning rate and weight decay unless given (the checks turn weight decay off)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("model has no trainable parameters; nothing to tune")
+    lr = setup.lr if lr is None else lr
+    weight_decay = setup.weight_decay if weight_decay is None else weight_decay
     if setup.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=setup.lr, weight_decay=setup.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if setup.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=setup.lr, momentum=setup.momentum, weight_decay=setup.weight_decay
-        )
+        return torch.optim.SGD(params, lr=lr, momentum=setup.momentum, weight_decay=weight_decay)
     raise TrainingError(_choice_message("optimizer", setup.optimizer, OPTIMIZERS))
+
+
+def classifies(loss: str | LossFn, out: Tensor, y: Tensor) -> bool:
+    """Whether a model output ``out`` and targets ``y`` under ``loss`` are a classification:
+    one score per class per sample and integer labels (accuracies are then recorded)."""
+    if loss == "mse":
+        return False
+    return (out.ndim == 2 and y.ndim == 1 and not y.is_floating_point()
+            and out.shape[0] == y.shape[0])
 
 
 def _check_setup(setup: TrainingSetup, epochs: int, checkpoint_every_s: float) -> None:

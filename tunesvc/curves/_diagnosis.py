@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from tunesvc._curves import Curves
+from tunesvc.curves._curves import Curves
 
 Evidence = dict[str, float | int | str | None]
 

@@ -1,124 +1,50 @@
-"""The ``tunesvc`` command: thin Typer commands over the service layer.
-
-Only this module prints or exits. A :class:`TunesvcError` becomes one red line on stderr and
-its exit code; anything else is a bug and keeps its traceback.
-"""
+"""``tunesvc study ...``: create, run, list, show, best, trials, delete. Thin: each command
+reads its options, calls one service function and prints the result."""
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 
-from tunesvc import _service as service
-from tunesvc._errors import SpecError, TunesvcError
-from tunesvc._spec import StudySpec, parse_param_option, parse_spec, parse_spec_dict
-from tunesvc._storage import redact, resolve_url, upgrade_storage
-from tunesvc._workers import ProgressDisplay
-
-app = typer.Typer(
-    help="Hyperparameter tuning for PyTorch models, on Optuna. Define a study once, run it "
-    "on any number of workers, read every trial's learning curves and diagnosis.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+from tunesvc import service
+from tunesvc._errors import SpecError
+from tunesvc.cli._app import (
+    JsonOpt,
+    StorageOpt,
+    fmt,
+    handles_errors,
+    print_json,
+    print_table,
+    quiet_optuna,
+    quoted,
+    study_app,
 )
-study_app = typer.Typer(help="Create, run and inspect studies.", no_args_is_help=True)
-app.add_typer(study_app, name="study")
-storage_app = typer.Typer(help="Manage the database studies live in.", no_args_is_help=True)
-app.add_typer(storage_app, name="storage")
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-StorageOpt = Annotated[
-    str | None,
-    typer.Option("--storage", help="Database URL; else $TUNESVC_STORAGE, else "
-                 "sqlite:///storage/tunesvc.db.", show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON, for scripts.")]
+from tunesvc.cli._progress import ProgressDisplay
+from tunesvc.spec import read_spec_file, spec_from_options
+from tunesvc.storage import redact, resolve_url
 
 
-def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn a TunesvcError into one red line and a non-zero exit; Ctrl-C into exit 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except TunesvcError as e:
-            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            typer.secho("interrupted: the running trial was marked FAIL and queued again",
-                        fg=typer.colors.YELLOW, err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return "-" if x is None else str(x)
-
-
-def _params(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+def _params(params: dict[str, object]) -> str:
+    return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
 
 
 def _label(t: service.TrialInfo) -> str:
-    return str((t.diagnosis or {}).get("label", "-"))
-
-
-def print_table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return t.label or "-"
 
 
 def _trial_line(t: service.TrialInfo) -> str:
-    value = f"value={_fmt(t.value)} " if t.value is not None else ""
+    value = f"value={fmt(t.value)} " if t.value is not None else ""
     detail = f" ({t.error})" if t.error else ""
     return (f"trial {t.number} {t.state.lower()} [{t.outcome or '-'}, {_label(t)}] "
             f"{value}{_params(t.params)}{detail}")
 
 
-def _spec_from_options(
-    spec_file: Path | None, objective: str | None, sampler: str | None, n_trials: int | None,
-    epochs: int | None, params: list[str], direction: str | None, pruner: str | None,
-) -> StudySpec:
-    if spec_file is not None:
-        if objective is not None:
-            raise SpecError("give either --spec FILE or --objective, not both")
-        try:
-            text = spec_file.read_text()
-        except OSError as e:
-            raise SpecError(f"--spec {spec_file}: cannot read it ({e.strerror})") from None
-        base = parse_spec(text).to_dict()
-    elif objective is not None:
-        base = {"objective": objective}
-    else:
-        raise SpecError("give --spec FILE or --objective NAME (e.g. --objective digits_mlp)")
-    overrides = {"sampler": sampler, "n_trials": n_trials, "epochs": epochs,
-                 "direction": direction, "pruner": pruner}
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    if params:
-        table = dict(base.get("params") or {})
-        for option in params:
-            name, param = parse_param_option(option)
-            table[name] = param.to_dict()
-        base["params"] = table
-    return parse_spec_dict(base)
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k.lower()}" for k, v in counts.items()) or "no trials"
 
 
 @study_app.command("create")
@@ -145,19 +71,19 @@ def study_create(
 ) -> None:
     """Create a study from a spec file or from options. Everything is validated first."""
     url = resolve_url(storage)
-    spec = _spec_from_options(spec_file, objective, sampler, n_trials, epochs, param or [],
-                              direction, pruner)
+    spec = spec_from_options(None if spec_file is None else read_spec_file(spec_file),
+                             objective=objective, sampler=sampler, n_trials=n_trials,
+                             epochs=epochs, direction=direction, pruner=pruner,
+                             params=param or [])
     if from_check:
-        from tunesvc._check import with_checked_lr
-
-        spec = with_checked_lr(spec)
+        spec = service.with_checked_lr(spec)
     summary = service.create_study(name, spec, url)
     if as_json:
         print_json(summary.to_json())
         return
     typer.echo(f"created study {name!r} in {redact(url)}: {summary.planned} trials queued "
                f"({summary.sampler}, objective {summary.objective}, {summary.direction})")
-    typer.echo(f"run it with: tunesvc study run {name}")
+    typer.echo(f"run it with: tunesvc study run {quoted(name)}")
 
 
 @study_app.command("run")
@@ -180,6 +106,7 @@ def study_run(
     """Run queued trials until the study's budget or grid is used up. Start it on as many
     machines as you like: each trial runs exactly once."""
     url = resolve_url(storage)
+    quiet_optuna()
     live = sys.stdout.isatty() and not (quiet or as_json)
     with ProgressDisplay(live=live, quiet=quiet or as_json) as display:
         summary = service.run_study(name, url, n_trials=n_trials, timeout=timeout, device=device,
@@ -188,16 +115,12 @@ def study_run(
         print_json(summary.to_json())
     elif summary.already_finished:
         typer.echo(f"study {name!r} is finished: no queued trials left "
-                   f"({_counts(summary.counts)}); see `tunesvc study best {name}`")
+                   f"({_counts(summary.counts)}); see `tunesvc study best {quoted(name)}`")
     else:
         typer.echo(f"ran {len(summary.ran)} trials; {summary.remaining} still queued; "
                    f"{_counts(summary.counts)}")
         if summary.best is not None:
             typer.echo(f"best: {_trial_line(summary.best)}")
-
-
-def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{v} {k.lower()}" for k, v in counts.items()) or "no trials"
 
 
 @study_app.command("list")
@@ -213,7 +136,7 @@ def study_list(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
                    "digits_mlp`")
         return
     rows = [[s.name, s.objective, s.sampler, s.direction, f"{s.finished}/{s.planned}",
-             _fmt(s.best.value if s.best else None)] for s in studies]
+             fmt(s.best.value if s.best else None)] for s in studies]
     print_table(rows, ["study", "objective", "sampler", "direction", "done", "best"])
 
 
@@ -270,7 +193,7 @@ def study_trials(
     if as_json:
         print_json([t.to_json() for t in trials])
         return
-    rows = [[str(t.number), t.state, t.outcome or "-", _fmt(t.value), str(t.epochs), _label(t),
+    rows = [[str(t.number), t.state, t.outcome or "-", fmt(t.value), str(t.epochs), _label(t),
              _params(t.params)] for t in trials]
     print_table(rows, ["#", "state", "outcome", "value", "epochs", "diagnosis", "params"])
 
@@ -291,22 +214,3 @@ def study_delete(
                       abort=True)
     service.delete_study(name, url)
     typer.echo(f"deleted study {name!r}")
-
-
-@storage_app.command("upgrade")
-@handles_errors
-def storage_upgrade(storage: StorageOpt = None) -> None:
-    """Upgrade the database's Optuna schema to this Optuna's (Optuna's own migration). Back
-    the database up first; stop every worker using it."""
-    result = upgrade_storage(resolve_url(storage))
-    if result.changed:
-        typer.echo(f"upgraded {result.storage}: schema {result.before} -> {result.after}")
-    else:
-        typer.echo(f"{result.storage} is up to date (schema {result.after})")
-
-
-def main() -> None:
-    app()
-
-
-from tunesvc import _cli_recipe  # noqa: E402,F401  (registers recipe commands)

@@ -1,7 +1,7 @@
 """``tunesvc recipe``: the whole tuning recipe in one call.
 
-1. **check**: initial loss, overfit a few minibatches, LR range test (:mod:`tunesvc._check`);
-   the first failed check stops the recipe with its advice.
+1. **check**: initial loss, overfit a few minibatches, LR range test
+   (:mod:`tunesvc.training._checks`); the first failed check stops the recipe with its advice.
 2. **coarse**: a random search over the objective's space, with the LR range the test
    suggested, for few epochs.
 3. **refine**: a child study narrowed around the coarse study's top trials, more epochs.
@@ -16,16 +16,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tunesvc import _service as service
-from tunesvc._check import CheckReport, run_checks
 from tunesvc._errors import SpecError, StudyExistsError, TunesvcError
-from tunesvc._objectives import resolve_objective
-from tunesvc._refine import PARENT_ATTR, STAGE_ATTR, refine_study
-from tunesvc._runner import TrialResult
-from tunesvc._spec import ChoiceParam, ParamSpec, parse_spec_dict
-from tunesvc._storage import open_storage, storage_errors
+from tunesvc.service._check import run_checks
+from tunesvc.service._refine import refine_study
+from tunesvc.service._results import RunSummary
+from tunesvc.service._run import run_study
+from tunesvc.service._studies import best_trial, create_study, opened, show_study
+from tunesvc.spec import (
+    ChoiceParam,
+    ParamSpec,
+    parse_spec_dict,
+    resolve_objective,
+    resolve_study,
+)
+from tunesvc.storage import attrs
+from tunesvc.worker import TrialResult
+
+if TYPE_CHECKING:
+    from tunesvc.training._checks import CheckReport
 
 
 @dataclass(frozen=True)
@@ -115,16 +125,16 @@ def default_prefix(objective: str) -> str:
 
 
 def _run(name: str, url: str, device: str | None,
-         progress: Callable[[str], None]) -> service.RunSummary:
+         progress: Callable[[str], None]) -> RunSummary:
     def on_result(result: TrialResult) -> None:
         value = "" if result.value is None else f" value={result.value:.4g}"
         progress(f"  {name}: trial {result.number} {result.outcome}{value}")
 
-    return service.run_study(name, url, device=device, on_result=on_result)
+    return run_study(name, url, device=device, on_result=on_result)
 
 
 def _row(stage: str, name: str, url: str, note: str) -> StageRow:
-    detail = service.show_study(name, url)
+    detail = show_study(name, url)
     s = detail.summary
     trials = ", ".join(f"{v} {k.lower()}" for k, v in s.counts.items())
     return StageRow(stage, name, trials, s.best.value if s.best else None,
@@ -151,8 +161,7 @@ def run_recipe(
     say = progress or (lambda _line: None)
     prefix = prefix or default_prefix(objective)
     names = {stage: f"{prefix}-{stage}" for stage in ("coarse", "refine", "final")}
-    storage = open_storage(url)
-    with storage_errors(url):
+    with opened(url) as storage:
         existing = {s.study_name for s in storage.get_all_studies()}
     taken = sorted(existing & set(names.values()))
     if taken:
@@ -166,7 +175,7 @@ def run_recipe(
     fixed = dict(params or {})
 
     say("stage 1/4: checks")
-    checks = run_checks(objective, fixed, seed=seed, stop_at_failure=True)
+    checks = run_checks(resolved, fixed, seed=seed, stop_at_failure=True)
     failed = checks.first_failure
     check_note = "; ".join(f"{c.name} {c.verdict}" for c in checks.checks)
     rows = [StageRow("check", None, f"{len(checks.checks)} checks", None, {}, {}, check_note)]
@@ -186,8 +195,8 @@ def run_recipe(
         "epochs": budget.coarse_epochs, "seed": seed,
         "params": {k: p.to_dict() for k, p in space.items()},
     })
-    service.create_study(names["coarse"], coarse, url, user_attrs={
-        STAGE_ATTR: "coarse", "check": checks.to_json()})
+    create_study(names["coarse"], coarse, url, resolved=resolve_study(coarse, resolved),
+                 user_attrs=[attrs.STAGE.item("coarse"), attrs.CHECK.item(checks.to_json())])
     _run(names["coarse"], url, device, say)
     lr_note = (f"lr {checks.suggested_lr.low:.3g}..{checks.suggested_lr.high:.3g} from the LR "
                "range test" if checks.suggested_lr is not None else "the objective's space")
@@ -208,13 +217,14 @@ def run_recipe(
                      + (f"; {'; '.join(widened)}" if widened else "")))
 
     say("stage 4/4: train the best configuration longer")
-    best = service.best_trial(names["refine"], url)
+    best = best_trial(names["refine"], url)
     final = parse_spec_dict({
         "objective": objective, "sampler": "grid", "epochs": budget.final_epochs, "seed": seed,
         "pruner": "none", "params": {k: {"values": [v]} for k, v in best.params.items()},
     })
-    service.create_study(names["final"], final, url, user_attrs={
-        STAGE_ATTR: "final", PARENT_ATTR: names["refine"], "from_trial": best.number})
+    create_study(names["final"], final, url, resolved=resolve_study(final, resolved),
+                 user_attrs=[attrs.STAGE.item("final"), attrs.PARENT.item(names["refine"]),
+                             attrs.FROM_TRIAL.item(best.number)])
     _run(names["final"], url, device, say)
     rows.append(_row("final", names["final"], url,
                      f"trial {best.number} of {names['refine']} for {budget.final_epochs} epochs"))

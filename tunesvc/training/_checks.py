@@ -8,7 +8,7 @@
    the loss falls fastest, and a log-uniform range around it for a coarse study.
 
 Each check returns a :class:`CheckResult` with a verdict (``pass``, ``fail``, ``skipped``) and the
-numbers it looked at. The checks read only a :class:`~tunesvc._training.TrainingSetup`, so any
+numbers it looked at. The checks read only a :class:`~tunesvc.training._fit.TrainingSetup`, so any
 structured objective can be checked; a plain ``objective(trial)`` cannot, and says so.
 
 Example::
@@ -20,8 +20,7 @@ Example::
 from __future__ import annotations
 
 import math
-import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -30,10 +29,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from tunesvc._errors import ObjectiveError, SpecError, TrainingError
-from tunesvc._objectives import Objective, resolve_objective
-from tunesvc._spec import RangeParam, StudySpec
-from tunesvc._training import TrainingSetup, loss_function, resolve_device
+from tunesvc._errors import TrainingError
+from tunesvc.spec._spec import RangeParam
+from tunesvc.training._fit import (
+    TrainingSetup,
+    classifies,
+    loss_function,
+    make_optimizer,
+    resolve_device,
+)
 
 Verdict = Literal["pass", "fail", "skipped"]
 Numbers = dict[str, float | int | str | None]
@@ -108,26 +112,6 @@ def _json_number(x: float | int | str | None) -> float | int | str | None:
     return x
 
 
-def parse_fixed_params(options: list[str]) -> dict[str, Any]:
-    """``--param NAME=VALUE`` options as fixed values: ``lr=0.01``, ``hidden=64``, ``sgd``.
-
-    >>> parse_fixed_params(["lr=1e-2", "optimizer=sgd"])
-    {'lr': 0.01, 'optimizer': 'sgd'}
-    """
-    out: dict[str, Any] = {}
-    for option in options:
-        name, sep, text = option.partition("=")
-        name, text = name.strip(), text.strip()
-        if not sep or not name or not text:
-            raise SpecError(f"--param {option!r}: expected NAME=VALUE with one value, "
-                            "e.g. lr=0.01")
-        try:
-            out[name] = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[name] = text  # a bare word: a string value such as an optimizer name
-    return out
-
-
 # --- the checks over a TrainingSetup ---------------------------------------------------------
 
 
@@ -173,21 +157,9 @@ def _prepare(setup: TrainingSetup, seed: int, device: str, limit: int) -> _Prepa
     with torch.no_grad():
         model = make_model().eval()
         out = model(x[: min(len(x), 64)])
-    classifies = (
-        loss != "mse"
-        and out.ndim == 2
-        and y.ndim == 1
-        and not y.is_floating_point()
-    )
-    num_classes = int(out.shape[1]) if classifies else None
-    return _Prepared(make_model, loss_fn, x, y, classifies, num_classes, dev, seed)
-
-
-def _optimizer(setup: TrainingSetup, model: nn.Module, lr: float, wd: float) -> Any:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if setup.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=setup.momentum, weight_decay=wd)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    is_classifier = classifies(loss, out, y[: min(len(y), 64)])
+    num_classes = int(out.shape[1]) if is_classifier else None
+    return _Prepared(make_model, loss_fn, x, y, is_classifier, num_classes, dev, seed)
 
 
 def _no_dropout(model: nn.Module) -> int:
@@ -243,7 +215,7 @@ def check_overfit(
     model = p.make_model()
     dropouts = _no_dropout(model)
     model.train()
-    opt = _optimizer(setup, model, setup.lr, 0.0)
+    opt = make_optimizer(setup, model, weight_decay=0.0)
     with torch.no_grad():
         start_loss = float(p.loss_fn(model(x), y))
     bs = setup.batch_size
@@ -303,7 +275,7 @@ def lr_range_test(
     minibatches; the LR where the smoothed loss falls fastest, and a range for a coarse study."""
     name = "lr_range"
     model = p.make_model().train()
-    opt = _optimizer(setup, model, lr_min, setup.weight_decay)
+    opt = make_optimizer(setup, model, lr=lr_min)
     gen = torch.Generator().manual_seed(p.seed + 1)
     bs = min(setup.batch_size, len(p.x))
     lrs: list[float] = []
@@ -397,39 +369,12 @@ def _after_failure(name: str) -> CheckResult:
     return CheckResult(name, "skipped", "skipped: an earlier check failed")
 
 
-def build_setup(objective: Objective, params: Mapping[str, Any]) -> TrainingSetup:
-    """The objective's :class:`TrainingSetup` for its defaults updated with ``params``."""
-    assert objective.build is not None
-    known = set(objective.defaults) | set(objective.search_space)
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise SpecError(f"--param {unknown[0]}: objective {objective.ref!r} has no such param; "
-                        f"it takes {', '.join(sorted(known))}")
-    setup = objective.build({**objective.defaults, **params})
-    if not isinstance(setup, TrainingSetup):
-        raise ObjectiveError(f"objective {objective.ref!r}: build(params) returned a "
-                             f"{type(setup).__name__}, expected a TrainingSetup")
-    return setup
-
-
-def run_checks(
-    objective_ref: str, params: Mapping[str, Any] | None = None, *, seed: int = 0,
-    device: str = "cpu", stop_at_failure: bool = False,
-) -> CheckReport:
-    """Run the three checks on ``objective_ref`` with its defaults updated by ``params``.
-
-    A plain ``objective(trial)`` has no setup to check: every check is skipped and says why.
-    With ``stop_at_failure`` the checks after a failed one are skipped.
-    """
-    objective = resolve_objective(objective_ref)
-    params = dict(params or {})
-    if not objective.structured:
-        why = "skipped: a plain objective(trial) has no model, data or loss to check"
-        advice = "Write it as a structured objective with build(params) to get these checks."
-        checks = [CheckResult(n, "skipped", why, advice=advice) for n in
-                  ("initial_loss", "overfit_batches", "lr_range")]
-        return CheckReport(objective_ref, params, checks, None)
-    setup = build_setup(objective, params)
+def check_setup(
+    setup: TrainingSetup, *, seed: int = 0, device: str = "cpu", stop_at_failure: bool = False
+) -> tuple[list[CheckResult], RangeParam | None]:
+    """The three checks on ``setup``, and the LR range the third suggests (``None`` if it
+    cannot). With ``stop_at_failure`` the checks after a failed one are skipped. The global
+    torch RNG is left as it was."""
     limit = max(OVERFIT_BATCHES * setup.batch_size, 1024)
     suggested = None
     with torch.random.fork_rng(devices=[]):
@@ -446,40 +391,11 @@ def run_checks(
         else:
             lr_check, suggested = lr_range_test(prepared, setup)
             checks.append(lr_check)
-    return CheckReport(objective_ref, params, checks, suggested)
+    return checks, suggested
 
 
-def check_lr_range(objective_ref: str, params: Mapping[str, Any] | None = None) -> RangeParam:
-    """The LR range test's suggested ``lr`` range for ``objective_ref`` (for ``--from-check``).
-
-    It keeps the ``points`` of the objective's own ``lr`` so a grid study still has a grid.
-    Raises :class:`ObjectiveError` when the test cannot suggest one, with the reason.
-    """
-    objective = resolve_objective(objective_ref)
-    if not objective.structured:
-        raise ObjectiveError(f"--from-check: objective {objective_ref!r} is a plain "
-                             "objective(trial); the LR range test needs build(params)")
-    setup = build_setup(objective, dict(params or {}))
+def suggest_lr_range(setup: TrainingSetup) -> tuple[CheckResult, RangeParam | None]:
+    """Only the LR range test on ``setup`` (seed 0, CPU): its result and suggested range."""
     with torch.random.fork_rng(devices=[]):
         prepared = _prepare(setup, 0, "cpu", 1024)
-        check, suggested = lr_range_test(prepared, setup)
-    if suggested is None:
-        raise ObjectiveError(f"--from-check: {check.summary}; {check.advice}")
-    own = objective.search_space.get("lr")
-    points = own.points if isinstance(own, RangeParam) else None
-    return RangeParam("lr", suggested.low, suggested.high, log=True, points=points)
-
-
-def with_checked_lr(spec: StudySpec) -> StudySpec:
-    """``spec`` with its ``lr`` range taken from the LR range test (``study create --from-check``);
-    a spec without params gets the objective's search space with that range."""
-    objective = resolve_objective(spec.objective)
-    params = dict(spec.params or objective.search_space)
-    lr = params.get("lr")
-    if lr is not None and not isinstance(lr, RangeParam):
-        raise SpecError("--from-check: params.lr is a list of values; drop it or --from-check")
-    points = lr.points if isinstance(lr, RangeParam) else None
-    checked = check_lr_range(spec.objective)
-    params["lr"] = RangeParam("lr", checked.low, checked.high, log=True,
-                              points=points or checked.points)
-    return spec.with_params(params)
+        return lr_range_test(prepared, setup)

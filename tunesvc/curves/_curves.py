@@ -10,8 +10,7 @@ Example::
     curves = Curves()
     curves.append(EpochRecord(epoch=0, train_loss=2.30, val_loss=2.31, train_acc=0.1,
                               val_acc=0.1, lr=0.1, seconds=0.0))
-    trial.set_user_attr(CURVES_ATTR, curves.to_json())
-    curves_of(study.trials[0]).val_acc  # [0.1]
+    Curves.from_json(curves.to_json()).val_acc  # [0.1]
 """
 
 from __future__ import annotations
@@ -19,18 +18,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
-
-from optuna.trial import FrozenTrial
-
-CURVES_ATTR = "curves"
-"""User attribute holding a trial's learning curves."""
-
-DIAGNOSIS_ATTR = "diagnosis"
-"""User attribute holding a trial's diagnosis (label, reason, epoch, evidence, advice)."""
-
-OUTCOME_ATTR = "outcome"
-"""User attribute saying how a trial ended in tunesvc's words: completed, early_stopped,
-pruned, diverged, failed, interrupted."""
 
 CURVE_NAMES = ("train_loss", "val_loss", "train_acc", "val_acc")
 
@@ -103,8 +90,3 @@ class Curves:
             kwargs[f.name] = column + [math.nan] * (n - len(column))
         return cls(**kwargs)
 
-
-def curves_of(trial: FrozenTrial) -> Curves | None:
-    """The curves tunesvc recorded on ``trial``, or ``None`` for a trial it did not train."""
-    data = trial.user_attrs.get(CURVES_ATTR)
-    return Curves.from_json(data) if isinstance(data, dict) else None

@@ -12,27 +12,23 @@ Example::
     new, notes = refine_params(params, top, "maximize")
     new["lr"]  # RangeParam("lr", ~5e-4, ~6e-3, log=True)
 
-:func:`refine_study` is the service: it reads the parent's top K completed trials, creates the
-child study with the refined ranges, more epochs and the same sampler, linked to its parent.
+The service that makes a child study from a parent's top trials is
+:func:`tunesvc.service.refine_study`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
-from tunesvc._errors import SpecError, StudyExistsError, TunesvcError
-from tunesvc._spec import (
+from tunesvc.spec._spec import (
     ChoiceParam,
     Direction,
     ParamSpec,
     ParamValue,
     RangeParam,
-    parse_spec_dict,
 )
-from tunesvc._storage import open_storage, storage_errors
 
 EDGE_FRACTION = 0.1
 """The best trial is "at the edge" when it lies within this fraction of the range's width of
@@ -43,9 +39,6 @@ MIN_WIDTH_FRACTION = 0.2
 """A narrowed range keeps at least this fraction of the old width."""
 WIDEN_FRACTION = 0.5
 """A range whose best trial sits at an edge grows past that edge by this fraction of its width."""
-STAGE_ATTR = "stage"
-PARENT_ATTR = "parent"
-NOTES_ATTR = "refine_notes"
 
 TopTrial = tuple[Mapping[str, ParamValue], float]
 
@@ -179,98 +172,3 @@ def refine_params(
             out[name], note = _refine_range(p, numbers, float(best))
             notes.append(note)
     return out, notes
-
-
-def _counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{v} {k.lower()}" for k, v in counts.items()) or "no trials"
-
-
-# --- the service -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RefineResult:
-    """A refined study: its summary, the parent, the top trials read, and what changed."""
-
-    study: str
-    parent: str
-    top: list[dict[str, Any]]
-    params_before: dict[str, Any]
-    params_after: dict[str, Any]
-    notes: list[str]
-    epochs: int
-    sampler: str
-    planned: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"study": self.study, "parent": self.parent, "top": self.top,
-                "params_before": self.params_before, "params_after": self.params_after,
-                "notes": self.notes, "epochs": self.epochs, "sampler": self.sampler,
-                "planned": self.planned}
-
-
-def refine_study(
-    name: str,
-    into: str,
-    url: str,
-    *,
-    top: int = 3,
-    epochs: int | None = None,
-    sampler: str | None = None,
-    n_trials: int | None = None,
-    stage: str = "refine",
-) -> RefineResult:
-    """Create study ``into`` from study ``name``'s top ``top`` completed trials.
-
-    Ranges narrow around those trials (widen where the best sits at an edge); epochs default to
-    twice the parent's; the sampler, seed, pruner and budget are the parent's unless given.
-    """
-    from tunesvc import _service as service
-
-    if top < 1:
-        raise SpecError(f"--top: expected an integer >= 1, got {top}")
-    if epochs is not None and epochs < 1:
-        raise SpecError(f"--epochs: expected an integer >= 1, got {epochs}")
-    if into == name:
-        raise StudyExistsError(f"--into {into!r} is the parent study itself; pick a new name")
-    storage = open_storage(url)
-    with storage_errors(url):
-        taken = any(s.study_name == into for s in storage.get_all_studies())
-    if taken:
-        raise StudyExistsError(f"study {into!r} already exists; pick another --into name or "
-                               f"`tunesvc study delete {into}`")
-    detail = service.show_study(name, url)
-    trials = [t for t in service.list_trials(name, url)
-              if t.state == "COMPLETE" and t.value is not None]
-    if not trials:
-        raise TunesvcError(f"study {name!r} has no completed trial to refine from "
-                           f"({_counts(detail.summary.counts)}); run it first "
-                           f"with `tunesvc study run {name}`")
-    direction: Direction = "maximize" if detail.summary.direction == "maximize" else "minimize"
-    sign = 1.0 if direction == "maximize" else -1.0
-    best = sorted(trials, key=lambda t: (-sign * (t.value or 0.0), t.number))[:top]
-    parent_spec = parse_spec_dict(detail.spec)
-    params, notes = refine_params(parent_spec.params, [(t.params, t.value or 0.0) for t in best],
-                                  direction)
-    new_epochs = epochs or 2 * (parent_spec.epochs or service.DEFAULT_EPOCHS)
-    raw = {**parent_spec.to_dict(), "epochs": new_epochs,
-           "params": {n: p.to_dict() for n, p in params.items()}}
-    if sampler is not None:
-        raw["sampler"] = sampler
-    if n_trials is not None:
-        raw["n_trials"] = n_trials
-    elif raw.get("sampler") == "grid":
-        raw.pop("n_trials", None)  # a narrowed grid runs all its cells
-    else:
-        raw["n_trials"] = parent_spec.n_trials or detail.summary.planned
-    spec = parse_spec_dict(raw)
-    summary = service.create_study(into, spec, url, user_attrs={
-        STAGE_ATTR: stage, PARENT_ATTR: name, NOTES_ATTR: notes,
-        "refined_from": [t.number for t in best]})
-    return RefineResult(
-        study=into, parent=name,
-        top=[{"number": t.number, "value": t.value, "params": t.params} for t in best],
-        params_before={n: p.to_dict() for n, p in parent_spec.params.items()},
-        params_after={n: p.to_dict() for n, p in params.items()},
-        notes=notes, epochs=new_epochs, sampler=spec.sampler, planned=summary.planned,
-    )

@@ -7,9 +7,10 @@ URL shows it through :func:`redact`, so a password never reaches the terminal.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from tunesvc._errors import StorageError
+from tunesvc.storage._attrs import UID
 
 DEFAULT_URL = "sqlite:///storage/tunesvc.db"
 STORAGE_ENV = "TUNESVC_STORAGE"
@@ -148,18 +150,6 @@ def storage_errors(url: str) -> Iterator[None]:
         raise StorageError(_explain(url, e)) from None
     except NoSuchModuleError:
         raise StorageError(f"no driver for storage {redact(url)!r}") from None
-    except RuntimeError as e:
-        if "compatible with the table schema" in str(e):
-            if "optuna storage upgrade" in str(e):
-                raise StorageError(
-                    f"storage {redact(url)} was set up by an older Optuna; run "
-                    f"`tunesvc storage upgrade --storage '{redact(url)}'` (back it up first)"
-                ) from None
-            raise StorageError(
-                f"storage {redact(url)} was set up by a newer Optuna than this machine's "
-                f"{optuna.__version__}; upgrade tunesvc and Optuna here"
-            ) from None
-        raise
 
 
 def _explain(url: str, e: DBAPIError) -> str:
@@ -170,15 +160,12 @@ def _explain(url: str, e: DBAPIError) -> str:
     return f"cannot use storage {redact(url)} ({_place(parsed)}): {reason}"
 
 
-def open_storage(
-    url: str,
-    *,
-    heartbeat_interval: int | None = None,
-    grace_period: int | None = None,
-    heartbeat_stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
-    | None = None,
-) -> optuna.storages.RDBStorage:
-    """Open (and create, if new) the Optuna database at ``url`` with tunesvc's engine settings."""
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Open (and create, if new) the Optuna database at ``url`` with tunesvc's engine settings.
+
+    A database whose schema an older Optuna wrote is refused with one line that says to run
+    ``tunesvc storage upgrade``; one a newer Optuna wrote, with one that says to upgrade here.
+    """
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, ":memory:"):
@@ -186,16 +173,30 @@ def open_storage(
     with storage_errors(url), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=_engine_kwargs(parsed),
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=heartbeat_stale_trial_callback,
+            url, engine_kwargs=_engine_kwargs(parsed), skip_compatibility_check=True
         )
         if parsed.get_backend_name() == "sqlite":
             _serialize_sqlite_writers(storage.engine)
             storage.engine.dispose()  # connections opened during set-up lack the settings
+        _check_schema(storage, url)
     return storage
+
+
+def _check_schema(storage: optuna.storages.RDBStorage, url: str) -> None:
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current == head:
+        return
+    storage.engine.dispose()
+    if current in storage.get_all_versions():
+        raise StorageError(
+            f"storage {redact(url)} was set up by an older Optuna (schema {current}, this "
+            f"Optuna {optuna.__version__} needs {head}); run `tunesvc storage upgrade --storage "
+            f"'{redact(url)}'` (back it up first)"
+        )
+    raise StorageError(
+        f"storage {redact(url)} was set up by a newer Optuna (schema {current}) than this "
+        f"machine's {optuna.__version__}; upgrade tunesvc and Optuna here"
+    )
 
 
 def artifacts_dir(url: str) -> Path:
@@ -208,6 +209,31 @@ def artifacts_dir(url: str) -> Path:
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         return Path(parsed.database).parent / "artifacts"
     return Path("storage") / "artifacts"
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """A study as workers and their observers hold it: the Optuna study, the storage it lives
+    in and its database id."""
+
+    study: optuna.Study
+    storage: optuna.storages.RDBStorage
+    study_id: int
+
+
+CHECKPOINTS_DIR = "checkpoints"
+"""Under the artifacts folder: one folder per study, named by the study's ``uid``."""
+
+
+def study_folder(artifacts: Path, study: optuna.Study, study_id: int) -> Path:
+    """The study's own folder under ``artifacts``: named by the ``uid`` drawn when the study was
+    created, never by its name (names are data, not paths). A study created before uids existed
+    gets a folder named by a hash of its name and database id, not by the name itself."""
+    uid = UID.get(study)
+    if uid is None:
+        digest = hashlib.sha256(f"{study.study_name}\0{study_id}".encode()).hexdigest()
+        uid = f"legacy-{digest[:16]}"
+    return artifacts / CHECKPOINTS_DIR / uid
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 A worker beats for the trial it runs, in a thread, through Optuna's heartbeat
 (``RDBStorage.record_heartbeat``). Every worker also looks, between trials and at each beat,
 for RUNNING trials whose heartbeat is older than the grace period: their worker was killed or
-its machine vanished. ``optuna.storages.fail_stale_trials`` marks such a trial FAIL (one worker
-wins that transition) and :class:`RetryLostTrial` queues its params again on the same slot, so
-the retry resumes from the slot's checkpoint. The retry carries its history in user attributes.
+its machine vanished. :func:`fail_lost_trials` marks such a trial FAIL (one worker wins that
+transition) and queues its params again on the same slot, so the retry resumes from the slot's
+checkpoint. The retry carries its history in user attributes.
 
 Database calls are retried while the database is away (a restart, a failover), for at most
 ``DB_RETRY_S``; a worker that just lost the database fails nobody's trial until it has been
@@ -17,26 +17,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from tunesvc._curves import OUTCOME_ATTR
-
-SLOT_ATTR = "slot"
-"""User attribute: the index of the queued draw (grid cell or random draw) a trial runs."""
-RETRY_OF_ATTR = "retry_of"
-"""User attribute of a retry: the number of the trial it runs again."""
-RETRY_HISTORY_ATTR = "retry_history"
-"""User attribute of a retry: every earlier attempt at its slot, oldest first, as
-``{"trial": number, "reason": "lost" | "interrupted", "worker": {...}}``."""
-WORKER_ATTR = "worker"
-"""User attribute: where a trial runs, ``{"host", "pid", "device", "worker"}``."""
+from tunesvc.storage import attrs
+from tunesvc.storage._heartbeats import heartbeat_ages, running_heartbeats
 
 HEARTBEAT_INTERVAL_S = 10
 """Default seconds between heartbeats; a trial is lost after two intervals without one."""
@@ -52,9 +41,6 @@ queued the retry. (That worker queues it at once, or, while the database is away
 
 T = TypeVar("T")
 _logger = logging.getLogger("tunesvc")
-# Heartbeats are experimental in Optuna; tunesvc relies on them on purpose, once per beat.
-warnings.filterwarnings("ignore", message=r".*fail_stale_trials",
-                        category=optuna.exceptions.ExperimentalWarning)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -136,12 +122,14 @@ def requeue(
     The new trial's number, or the existing retry's when an earlier attempt of this call was
     committed though its answer was lost (so a slot is never queued twice).
     """
+    # The params a trial was queued with: a legacy WAITING trial's draw sits in Optuna's
+    # enqueue attribute until it ran (the lazy queue replaces this).
     params = dict(trial.system_attrs.get("fixed_params") or trial.params)
-    slot = int(trial.user_attrs.get(SLOT_ATTR, trial.number))
-    history = list(trial.user_attrs.get(RETRY_HISTORY_ATTR, []))
-    history.append({"trial": trial.number, "reason": reason,
-                    "worker": trial.user_attrs.get(WORKER_ATTR)})
-    attrs = {SLOT_ATTR: slot, RETRY_OF_ATTR: trial.number, RETRY_HISTORY_ATTR: history}
+    slot = attrs.SLOT.get(trial)
+    history = attrs.RETRY_HISTORY.get(trial) or []
+    history.append(attrs.Attempt(trial.number, reason, attrs.WORKER.get(trial)))
+    user_attrs = dict([attrs.SLOT.item(trial.number if slot is None else slot),
+                       attrs.RETRY_OF.item(trial.number), attrs.RETRY_HISTORY.item(history)])
     started = time.monotonic()
     delay = 0.1
     first = True
@@ -149,10 +137,10 @@ def requeue(
         try:
             if not first:
                 for t in study.get_trials(deepcopy=False):
-                    if t.user_attrs.get(RETRY_OF_ATTR) == trial.number:
+                    if attrs.RETRY_OF.get(t) == trial.number:
                         return t.number
             first = False
-            study.enqueue_trial(params, user_attrs=attrs)
+            study.enqueue_trial(params, user_attrs=user_attrs)
             break
         except Exception as e:
             if not is_transient(e) or time.monotonic() - started > DB_RETRY_S:
@@ -162,35 +150,27 @@ def requeue(
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     for t in reversed(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
-        if t.user_attrs.get(RETRY_OF_ATTR) == trial.number:
+        if attrs.RETRY_OF.get(t) == trial.number:
             return t.number
     return None
 
 
 def lost_attempts(trial: FrozenTrial) -> int:
     """How many times ``trial``'s slot was lost with its worker before this attempt."""
-    history = trial.user_attrs.get(RETRY_HISTORY_ATTR, [])
-    return sum(1 for h in history if isinstance(h, dict) and h.get("reason") == "lost")
+    return sum(1 for a in attrs.RETRY_HISTORY.get(trial) or [] if a.reason == "lost")
 
 
-class RetryLostTrial:
-    """``heartbeat_stale_trial_callback``: run a lost trial again on its slot, at most
-    ``max_retries`` times per slot (as ``optuna.storages.RetryHeartbeatStaleTrialCallback``, but
-    keeping tunesvc's slot, so the retry resumes from the slot's checkpoint)."""
-
-    def __init__(self, max_retries: int = MAX_LOST_RETRIES) -> None:
-        if max_retries < 0:
-            raise ValueError(f"max_retries: expected an int >= 0, got {max_retries=}")
-        self.max_retries = max_retries
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if lost_attempts(trial) >= self.max_retries:
-            _logger.warning("trial %d was lost with its worker; its slot reached the retry "
-                            "limit of %d and is not run again", trial.number, self.max_retries)
-            return
-        number = requeue(study, trial, "lost")
-        _logger.warning("trial %d was lost with its worker (no heartbeat); queued again as "
-                        "trial %s", trial.number, number)
+def requeue_lost(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> None:
+    """Run a lost trial again on its slot, at most ``max_retries`` times per slot (as
+    ``optuna.storages.RetryHeartbeatStaleTrialCallback``, but keeping tunesvc's slot, so the
+    retry resumes from the slot's checkpoint)."""
+    if lost_attempts(trial) >= max_retries:
+        _logger.warning("trial %d was lost with its worker; its slot reached the retry "
+                        "limit of %d and is not run again", trial.number, max_retries)
+        return
+    number = requeue(study, trial, "lost")
+    _logger.warning("trial %d was lost with its worker (no heartbeat); queued again as "
+                    "trial %s", trial.number, number)
 
 
 def requeue_orphans(
@@ -199,6 +179,7 @@ def requeue_orphans(
     trials: list[FrozenTrial],
     *,
     grace_s: float,
+    max_retries: int,
     health: DatabaseHealth | None = None,
 ) -> list[int | None]:
     """Queue the missing retry of every orphaned trial among ``trials`` (the study's, just read;
@@ -207,52 +188,71 @@ def requeue_orphans(
     holds. A retry queued twice (this sweep racing the late worker) is caught when claimed: see
     ``is_duplicate_retry``.
     """
-    retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
-    candidates = [
-        t for t in trials
+    retried = {attrs.RETRY_OF.get(t) for t in trials}
+    candidates = {
+        t.number: t for t in trials
         if t.state == TrialState.FAIL
-        and t.user_attrs.get(OUTCOME_ATTR) in (None, "interrupted")
+        and attrs.OUTCOME.get(t) in (None, "interrupted")
         and t.number not in retried
-    ]
+    }
     if not candidates:
         return []
-    ages = heartbeat_ages(storage, [t._trial_id for t in candidates])
-    callback = getattr(storage, "failed_trial_callback", None)
-    limit = callback.max_retries if isinstance(callback, RetryLostTrial) else MAX_LOST_RETRIES
+    ids = {storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), n): n for n in candidates}
+    ages = heartbeat_ages(storage, list(ids))
     queued: list[int | None] = []
-    for t in candidates:
-        age = ages.get(t._trial_id)
+    for trial_id, number in ids.items():
+        t = candidates[number]
+        age = ages.get(trial_id)
         if age is None or age < grace_s + ORPHAN_AFTER_S:
             continue
-        reason = "interrupted" if t.user_attrs.get(OUTCOME_ATTR) == "interrupted" else "lost"
-        if reason == "lost" and lost_attempts(t) >= limit:
+        reason = "interrupted" if attrs.OUTCOME.get(t) == "interrupted" else "lost"
+        if reason == "lost" and lost_attempts(t) >= max_retries:
             continue
-        number = requeue(study, t, reason, health=health)
+        number_queued = requeue(study, t, reason, health=health)
         _logger.warning("trial %d was failed (%s) by a worker that died before queueing its "
-                        "retry; queued again as trial %s", t.number, reason, number)
-        queued.append(number)
+                        "retry; queued again as trial %s", t.number, reason, number_queued)
+        queued.append(number_queued)
     return queued
 
 
 def is_duplicate_retry(study: optuna.Study, trial: FrozenTrial) -> bool:
     """Whether ``trial`` retries a trial that an earlier-numbered trial already retries: of two
     retries of one attempt, the lower number runs, whoever claims first."""
-    retry_of = trial.user_attrs.get(RETRY_OF_ATTR)
+    retry_of = attrs.RETRY_OF.get(trial)
     if retry_of is None:
         return False
     return any(
-        t.user_attrs.get(RETRY_OF_ATTR) == retry_of and t.number < trial.number
+        attrs.RETRY_OF.get(t) == retry_of and t.number < trial.number
         for t in study.get_trials(deepcopy=False)
     )
 
 
-def fail_lost_trials(study: optuna.Study, health: DatabaseHealth) -> None:
-    """Fail (and, through the storage's callback, requeue) trials whose worker stopped beating.
-    Skipped while this worker's own database access has not settled after an outage."""
+def fail_lost_trials(
+    storage: optuna.storages.RDBStorage,
+    study: optuna.Study,
+    study_id: int,
+    *,
+    grace_s: float,
+    max_retries: int,
+    health: DatabaseHealth,
+) -> None:
+    """Fail the study's RUNNING trials whose heartbeat is older than ``grace_s`` (their worker
+    died), and queue each again on its slot (:func:`requeue_lost`). Of several workers that see
+    the same stale trial, the one whose FAIL lands queues it. Skipped while this worker's own
+    database access has not settled after an outage."""
     if not health.settled():
         return
     try:
-        optuna.storages.fail_stale_trials(study)
+        for trial_id, (_number, age) in running_heartbeats(storage, study_id).items():
+            if age is None or age <= grace_s:
+                continue  # beating, or never beat: not a tunesvc worker's trial
+            try:
+                won = storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker failed it, or its own worker finished it meanwhile
+            if won:
+                requeue_lost(study, storage.get_trial(trial_id), max_retries)
     except Exception as e:
         if not is_transient(e):
             raise
@@ -264,17 +264,29 @@ class Heartbeat:
 
     Example::
 
-        with Heartbeat(study, trial_id, interval_s=10, health=health):
+        with Heartbeat(storage, trial_id, study, study_id, interval_s=10, health=health,
+                       max_retries=3):
             train()
     """
 
     def __init__(
-        self, study: optuna.Study, trial_id: int, *, interval_s: float, health: DatabaseHealth
+        self,
+        storage: optuna.storages.RDBStorage,
+        trial_id: int,
+        study: optuna.Study,
+        study_id: int,
+        *,
+        interval_s: float,
+        health: DatabaseHealth,
+        max_retries: int,
     ) -> None:
-        self._study = study
+        self._storage = storage
         self._trial_id = trial_id
+        self._study = study
+        self._study_id = study_id
         self._interval_s = interval_s
         self._health = health
+        self._max_retries = max_retries
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tunesvc-heartbeat", daemon=True)
 
@@ -287,44 +299,14 @@ class Heartbeat:
         self._thread.join(timeout=self._interval_s + 5)
 
     def _run(self) -> None:
-        storage = self._study._storage
         while not self._stop.wait(self._interval_s):
             try:
-                storage.record_heartbeat(self._trial_id)  # type: ignore[attr-defined]
+                self._storage.record_heartbeat(self._trial_id)
                 self._health.succeeded()
-                fail_lost_trials(self._study, self._health)
+                fail_lost_trials(self._storage, self._study, self._study_id,
+                                 grace_s=2 * self._interval_s, max_retries=self._max_retries,
+                                 health=self._health)
             except Exception as e:  # a beat that failed is retried at the next one
                 self._health.failed()
                 if not is_transient(e):
                     _logger.warning("heartbeat of trial id %d failed: %s", self._trial_id, e)
-
-
-_HEARTBEATS = sqlalchemy.table(
-    "trial_heartbeats",
-    sqlalchemy.column("trial_id", sqlalchemy.Integer),
-    sqlalchemy.column("heartbeat", sqlalchemy.DateTime),
-)
-
-
-def heartbeat_ages(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> dict[int, float]:
-    """Seconds since each trial's last heartbeat, by the database's clock (a read of Optuna's
-    ``trial_heartbeats`` table; trials that never beat are absent)."""
-    if not trial_ids:
-        return {}
-    query = sqlalchemy.select(_HEARTBEATS.c.trial_id, _HEARTBEATS.c.heartbeat).where(
-        _HEARTBEATS.c.trial_id.in_(trial_ids)
-    )
-    now_query = sqlalchemy.select(sqlalchemy.func.now(type_=sqlalchemy.DateTime))
-    with storage.engine.connect() as conn:
-        now = conn.execute(now_query).scalar_one()
-        rows = conn.execute(query).all()
-    return {int(trial_id): _age(now, beat) for trial_id, beat in rows if beat is not None}
-
-
-def _age(now: Any, beat: Any) -> float:
-    if isinstance(now, str):
-        now = datetime.fromisoformat(now)
-    if isinstance(beat, str):
-        beat = datetime.fromisoformat(beat)
-    age: float = (now.replace(tzinfo=None) - beat.replace(tzinfo=None)).total_seconds()
-    return max(0.0, age)

@@ -15,10 +15,12 @@ Example::
 from __future__ import annotations
 
 import math
+import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import product
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -30,7 +32,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from tunesvc._errors import SpecError
+from tunesvc._errors import ObjectiveError, SpecError
 
 SAMPLERS = ("grid", "random")
 DIRECTIONS = ("maximize", "minimize")
@@ -401,3 +403,131 @@ def _draw(param: ParamSpec, rng: np.random.Generator) -> ParamValue:
         k = int(rng.integers(int(math.floor((high - low) / param.step + 1e-9)) + 1))
         return float(min(low + k * param.step, high))
     return float(rng.uniform(low, high))
+
+
+def spec_from_options(
+    base: Mapping[str, Any] | None = None,
+    *,
+    objective: str | None = None,
+    sampler: str | None = None,
+    n_trials: int | None = None,
+    epochs: int | None = None,
+    direction: str | None = None,
+    pruner: str | None = None,
+    params: Sequence[str] = (),
+) -> StudySpec:
+    """A spec from a spec file's table (``base``, e.g. ``tomllib`` output) and command-line
+    options, which override it; ``params`` are ``--param`` options (see
+    :func:`parse_param_option`). Raises :class:`SpecError` for a bad value or when neither a
+    spec nor an objective is given.
+
+    >>> spec_from_options(objective="digits_mlp", n_trials=4).n_trials
+    4
+    """
+    if base is not None and objective is not None:
+        raise SpecError("give either --spec FILE or --objective, not both")
+    if base is None and objective is None:
+        raise SpecError("give --spec FILE or --objective NAME (e.g. --objective digits_mlp)")
+    data: dict[str, Any] = dict(parse_spec_dict(base).to_dict()) if base is not None else {
+        "objective": objective}
+    overrides = {"sampler": sampler, "n_trials": n_trials, "epochs": epochs,
+                 "direction": direction, "pruner": pruner}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if params:
+        table = dict(data.get("params") or {})
+        for option in params:
+            name, param = parse_param_option(option)
+            table[name] = param.to_dict()
+        data["params"] = table
+    return parse_spec_dict(data)
+
+
+def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The TOML table of a spec file (raises :class:`SpecError` naming the file)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise SpecError(f"--spec {path}: cannot read it ({e.strerror})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"spec is not valid TOML: {e}") from None
+
+
+def distribution_contains(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether ``value`` is one ``distribution`` can take: one of a categorical's choices, or a
+    number in a range's bounds (an integer for an int range; on the ``step`` grid if any)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return any(value == c and isinstance(value, bool) == isinstance(c, bool)
+                   and isinstance(value, str) == isinstance(c, str) for c in distribution.choices)
+    if isinstance(value, bool) or not _is_number(value):
+        return False
+    number = float(value)
+    if isinstance(distribution, IntDistribution):
+        if not number.is_integer():
+            return False
+        i, low, step = int(number), distribution.low, distribution.step
+        return bool(low <= i <= distribution.high and (i - low) % step == 0)
+    if isinstance(distribution, FloatDistribution):
+        if not distribution.low <= number <= distribution.high:
+            return False
+        if distribution.step is None:
+            return True
+        k = (number - distribution.low) / distribution.step
+        return abs(k - round(k)) <= 1e-8 * max(1.0, abs(k))
+    return False
+
+
+def describe_distribution(distribution: BaseDistribution) -> str:
+    """``float 1e-05..1.0, log``, ``int 1..9``, ``values [64, 128]``."""
+    if isinstance(distribution, CategoricalDistribution):
+        return f"values {list(distribution.choices)}"
+    if isinstance(distribution, FloatDistribution | IntDistribution):
+        kind = "int" if isinstance(distribution, IntDistribution) else "float"
+        extra = ", log" if distribution.log else ""
+        return f"{kind} {distribution.low}..{distribution.high}{extra}"
+    return repr(distribution)
+
+
+def check_agreement(name: str, declared: ParamSpec, suggested: BaseDistribution) -> None:
+    """Raise :class:`ObjectiveError` unless the spec's declaration of param ``name`` lies inside
+    what a plain objective suggests for it (same type and log, the range or values inside)."""
+    ok: bool
+    if isinstance(declared, ChoiceParam):
+        ok = all(distribution_contains(suggested, v) for v in declared.values)
+    else:
+        mine = declared.distribution()
+        ok = (
+            type(mine) is type(suggested)
+            and isinstance(suggested, FloatDistribution | IntDistribution)
+            and isinstance(mine, FloatDistribution | IntDistribution)
+            and mine.log == suggested.log
+            and suggested.low <= mine.low
+            and mine.high <= suggested.high
+        )
+    if not ok:
+        raise ObjectiveError(
+            f"param {name!r}: the spec declares {describe_distribution(declared.distribution())}"
+            f" but the objective suggests {describe_distribution(suggested)}; make the spec's "
+            "range lie inside the objective's (same type and log)"
+        )
+
+
+def parse_fixed_params(options: list[str]) -> dict[str, Any]:
+    """``--param NAME=VALUE`` options as fixed values: ``lr=0.01``, ``hidden=64``, ``sgd``.
+
+    >>> parse_fixed_params(["lr=1e-2", "optimizer=sgd"])
+    {'lr': 0.01, 'optimizer': 'sgd'}
+    """
+    out: dict[str, Any] = {}
+    for option in options:
+        name, sep, text = option.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or not name or not text:
+            raise SpecError(f"--param {option!r}: expected NAME=VALUE with one value, "
+                            "e.g. lr=0.01")
+        try:
+            out[name] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[name] = text  # a bare word: a string value such as an optimizer name
+    return out

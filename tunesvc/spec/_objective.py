@@ -15,14 +15,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tunesvc._errors import ObjectiveError
-from tunesvc._spec import ParamSpec, parse_params
+from tunesvc._errors import ObjectiveError, SpecError
+from tunesvc.spec._spec import Direction, ParamSpec, StudySpec, parse_params
 
 BUILTIN_PACKAGE = "objectives"
 
@@ -43,6 +43,58 @@ class Objective:
     @property
     def structured(self) -> bool:
         return self.build is not None
+
+    @property
+    def param_names(self) -> set[str]:
+        """The params a structured objective takes: its search space and its defaults."""
+        return set(self.search_space) | set(self.defaults)
+
+    def check_params(self, names: Iterable[str], where: str = "params.") -> None:
+        """Raise :class:`SpecError` naming the first of ``names`` a structured objective does
+        not take (``where`` prefixes it: ``params.`` in a spec, ``--param `` on the command
+        line). A plain objective takes any name."""
+        if not self.structured:
+            return
+        unknown = sorted(set(names) - self.param_names)
+        if unknown:
+            raise SpecError(f"{where}{unknown[0]}: objective {self.ref!r} has no such param; "
+                            f"it takes {', '.join(sorted(self.param_names))}")
+
+
+DEFAULT_EPOCHS = 10
+"""Epochs per trial when neither the spec nor the objective says."""
+
+
+@dataclass(frozen=True)
+class ResolvedStudy:
+    """A spec with what it leaves to its objective filled in: params, direction, epochs and the
+    metric the trials' value is."""
+
+    spec: StudySpec
+    objective: Objective
+    direction: Direction
+    metric: str
+    epochs: int
+
+
+def resolve_study(spec: StudySpec, objective: Objective) -> ResolvedStudy:
+    """Fill what ``spec`` leaves to ``objective`` (resolved once by the caller from
+    ``spec.objective``): its search space, direction and epochs. Raises :class:`SpecError`
+    when they disagree."""
+    objective.check_params(spec.params)
+    params = spec.params or (dict(objective.search_space) if objective.structured else {})
+    declared = spec.direction or objective.direction
+    if declared not in ("maximize", "minimize"):
+        raise SpecError(f"direction: objective {spec.objective!r} does not declare one; add "
+                        "direction = \"maximize\" or \"minimize\" to the spec")
+    direction: Direction = "maximize" if declared == "maximize" else "minimize"
+    if objective.direction and spec.direction and objective.direction != spec.direction:
+        raise SpecError(f"direction: the spec says {spec.direction} but objective "
+                        f"{spec.objective!r} declares {objective.direction}")
+    epochs = spec.epochs or objective.epochs or DEFAULT_EPOCHS
+    metric = objective.metric or "val_acc"
+    resolved = replace(spec, params=dict(params), direction=direction, epochs=epochs)
+    return ResolvedStudy(resolved, objective, direction, metric, epochs)
 
 
 def builtin_objectives() -> list[str]:

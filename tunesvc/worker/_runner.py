@@ -1,0 +1,202 @@
+"""Running one claimed trial of a tunesvc study to its end, and recording how it ended.
+
+While it runs a trial, a worker beats for it (see :mod:`tunesvc.worker._heartbeat`); a trial
+whose worker dies is failed by another worker and queued again on the same slot. Database calls
+made here are retried while the database is away. A stop request (SIGINT, SIGTERM) interrupts
+the objective only; the interrupted trial is marked FAIL and queued again, so none stays
+RUNNING. A pruned, a diverged and a failed trial stay apart: PRUNED with outcome ``pruned``,
+PRUNED with outcome ``diverged``, FAIL with the error recorded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.trial import TrialState
+
+from tunesvc._errors import ObjectiveError, TunesvcError
+from tunesvc._pruner import LearningCurvePruner
+from tunesvc.curves import Curves, EpochRecord, diagnose, diagnose_values
+from tunesvc.storage import attrs
+from tunesvc.worker._context import TrialContext
+from tunesvc.worker._events import TrialResult, WorkerEvent
+from tunesvc.worker._heartbeat import Heartbeat, requeue
+from tunesvc.worker._trial import SpecTrial
+
+CURVES_EVERY_S = 2.0
+"""Least seconds between two writes of a running trial's curves (live views lag this much)."""
+
+
+def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
+    """Run one claimed trial to its end and record state, outcome, diagnosis and any error.
+
+    Ctrl-C (or a stop request) marks the trial FAIL (``interrupted``), queues its params again
+    and re-raises, so no trial is left RUNNING. A trial that another worker failed meanwhile
+    (its heartbeats did not arrive) is left to its retry: outcome ``lost``, nothing written.
+    """
+    queued = ctx.retry(lambda: ctx.storage.get_trial(trial_id))
+    slot = attrs.SLOT.get(queued)
+    slot = queued.number if slot is None else slot
+    # Params the spec does not declare are drawn per slot, so they too are the same whichever
+    # worker runs the slot, and the same again on a retry.
+    ctx.study.sampler = optuna.samplers.RandomSampler(seed=ctx.spec.seed * 1_000_003 + slot)
+    trial = ctx.retry(lambda: SpecTrial(ctx.study, trial_id, ctx))
+    if isinstance(ctx.study.pruner, LearningCurvePruner):
+        ctx.study.pruner.warm(ctx.study)  # its first rung decision then finds them read
+    ctx.emit(WorkerEvent("claimed", ctx.worker, trial.number, device=ctx.device,
+                         direction=ctx.direction))
+    state, outcome, value, error = TrialState.COMPLETE, "completed", None, None
+    with Heartbeat(ctx.storage, trial_id, ctx.study, ctx.study_id, interval_s=ctx.heartbeat_s,
+                   health=ctx.health, max_retries=ctx.max_retries):
+        try:
+            ctx.stop.in_objective = True
+            try:
+                if ctx.stop.requested:
+                    raise KeyboardInterrupt
+                if ctx.objective.structured:
+                    outcome, value = _run_structured(trial, ctx, slot)
+                    if outcome == "diverged":
+                        state = TrialState.PRUNED
+                else:
+                    assert ctx.objective.function is not None
+                    returned = ctx.objective.function(trial)
+                    if returned is None or not math.isfinite(float(returned)):
+                        raise ObjectiveError(
+                            f"objective returned {returned!r}; expected a finite float"
+                        )
+                    value = float(returned)
+            finally:
+                ctx.stop.in_objective = False
+        except optuna.TrialPruned:
+            state, outcome = TrialState.PRUNED, "pruned"
+            value = trial.best_reported(ctx.direction)
+            if trial.early_stopped and value is not None:
+                # A plain objective raises TrialPruned when told to stop; stopping an
+                # overfitting or plateaued trial is not a failure: it completes at its best.
+                state, outcome = TrialState.COMPLETE, "early_stopped"
+        except KeyboardInterrupt:
+            if _finish(ctx, trial, TrialState.FAIL, "interrupted", None,
+                       "interrupted by the user"):
+                requeue(ctx.study, queued, "interrupted", health=ctx.health)
+            raise
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return _lost(ctx, trial)
+        except TunesvcError as e:
+            state, outcome, error = TrialState.FAIL, "failed", str(e)
+        except Exception as e:  # the user's objective raised: this trial fails, the run goes on
+            state, outcome, error = TrialState.FAIL, "failed", f"{type(e).__name__}: {e}"
+        if not _finish(ctx, trial, state, outcome, value, error):
+            return _lost(ctx, trial)
+    if ctx.observers is not None:
+        ctx.observers.trial_finished(trial_id)
+    result = TrialResult(trial.number, state, outcome, value, error, dict(trial.params))
+    ctx.emit(WorkerEvent("finished", ctx.worker, trial.number, result=result))
+    return result
+
+
+def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str, float | None]:
+    # torch loads here, on the first structured trial: the CLI and plain studies stay fast.
+    from tunesvc.training import fit
+
+    assert ctx.objective.build is not None
+    params = {name: trial.suggest_spec_param(name, p) for name, p in ctx.spec.params.items()}
+    setup = ctx.objective.build({**ctx.objective.defaults, **params})
+    num_classes = getattr(setup, "num_classes", None)
+    if num_classes is not None:
+        # The pruner judges the initial loss against log(num_classes) from the trial itself.
+        trial.set_user_attr(*attrs.NUM_CLASSES.item(int(num_classes)))
+    trial.curves = Curves()
+    metric = ctx.metric
+    judges_epoch_0 = isinstance(ctx.study.pruner, LearningCurvePruner)
+
+    def on_epoch(record: EpochRecord) -> bool:
+        assert trial.curves is not None
+        trial.curves.append(record)
+        # One write fewer per epoch: curves go to storage at most every CURVES_EVERY_S (and
+        # when the trial ends); the reported metric goes every epoch.
+        trial.store_curves(every_s=CURVES_EVERY_S)
+        value = getattr(record, metric)
+        if value is not None and math.isfinite(value):
+            trial.report(value, record.epoch)
+        if record.epoch == 0 and not judges_epoch_0:
+            return False  # rank-only pruners would judge an untrained model's noise
+        if trial.should_prune():
+            if trial.early_stopped:
+                return True
+            raise optuna.TrialPruned(f"pruned at epoch {record.epoch}")
+        return False
+
+    result = fit(
+        setup,
+        epochs=ctx.epochs,
+        seed=ctx.spec.seed,
+        device=ctx.device,
+        metric=metric,
+        on_epoch=on_epoch,
+        checkpoint_path=ctx.checkpoint_path(slot),
+    )
+    if result.reason is not None:
+        trial.set_user_attr(*attrs.REASON.item(result.reason))
+    if result.diverged or result.value is None:
+        trial.curves = result.curves  # with the evaluation where it diverged
+        return "diverged", None
+    return ("early_stopped" if result.stopped_early else "completed"), float(result.value)
+
+
+def _record_diagnosis(trial: SpecTrial, ctx: TrialContext) -> None:
+    if trial.decision is not None:
+        return  # the pruner's decision already carries the diagnosis
+    if trial.curves is not None and len(trial.curves):
+        diagnosis = diagnose(trial.curves, num_classes=attrs.NUM_CLASSES.get(trial))
+    else:
+        reported = trial.reported
+        diagnosis = diagnose_values([reported[k] for k in sorted(reported)], ctx.direction,
+                                    steps=sorted(reported))
+    trial.set_user_attr(*attrs.DIAGNOSIS.item(diagnosis))
+
+
+def _lost(ctx: TrialContext, trial: SpecTrial) -> TrialResult:
+    if ctx._writer is not None:
+        ctx._writer.drain()  # this trial's remaining writes met the same finished trial
+    return TrialResult(trial.number, TrialState.FAIL, "lost", None,
+                       "another worker failed this trial (no heartbeat); its retry runs it",
+                       dict(trial.params))
+
+
+def _finish(
+    ctx: TrialContext,
+    trial: SpecTrial,
+    state: TrialState,
+    outcome: str,
+    value: float | None,
+    error: str | None,
+) -> bool:
+    """Record how the trial ended; False if another worker had already failed it as lost."""
+    try:
+        trial.store_curves()
+        trial.flush()  # every report and curves write is in storage before the state changes
+        trial.set_user_attr(*attrs.OUTCOME.item(outcome))
+        if error is not None:
+            trial.set_user_attr(*attrs.ERROR.item(error))
+        try:
+            _record_diagnosis(trial, ctx)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise
+        except Exception as e:  # a diagnosis must never turn a finished trial into a crash
+            trial.set_user_attr(*attrs.DIAGNOSIS_ERROR.item(f"{type(e).__name__}: {e}"))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    values = None if value is None else [value]
+    tid = trial.trial_id
+
+    def write() -> bool:
+        try:
+            return bool(ctx.storage.set_trial_state_values(tid, state, values))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Finished already: by an earlier attempt of this write whose answer was lost (then
+            # it holds what we wrote), or by another worker that failed it as lost.
+            now = ctx.storage.get_trial(tid)
+            return now.state == state and now.values == values
+
+    return bool(ctx.retry(write))

@@ -11,8 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tunesvc import SpecError
-from tunesvc._spec import ChoiceParam, RangeParam, grid_cells, parse_param, parse_spec_dict
 from tunesvc.spec._plan import DEFAULT_RANDOM_TRIALS, Plan, permute
+from tunesvc.spec._spec import (
+    ChoiceParam,
+    RangeParam,
+    grid_cells,
+    parse_param,
+    parse_spec_dict,
+)
 
 GRID = {
     "lr": {"low": 1e-4, "high": 1e-1, "log": True, "points": 4},

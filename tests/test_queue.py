@@ -25,15 +25,12 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from tunesvc import StorageError
-from tunesvc import _heartbeat as heartbeat_module
-from tunesvc._curves import OUTCOME_ATTR
 from tunesvc._errors import StudyNotFoundError
-from tunesvc._spec import parse_spec_dict
-from tunesvc._storage import open_storage
+from tunesvc.spec import parse_spec_dict
 from tunesvc.spec._plan import Plan
-from tunesvc.storage import _queue
+from tunesvc.storage import _queue, open_storage
 from tunesvc.storage._queue import (
-    QUEUE_ATTR,
+    OUTCOME_ATTR,
     RETRIED_AS_ATTR,
     RETRY_HISTORY_ATTR,
     RETRY_OF_ATTR,
@@ -385,7 +382,8 @@ def test_lost_trials_are_failed_and_queued_again_at_once(db_url: str) -> None:
     _age_heartbeat(storage, c.trial_id, 3600)
     # c's slot was lost 3 times already: the limit.
     with storage.engine.begin() as conn:
-        queue._set_attrs(conn, c.trial_id, {RETRY_HISTORY_ATTR: [{"reason": "lost"}] * 3})
+        queue._set_attrs(conn, c.trial_id, {RETRY_HISTORY_ATTR: [
+            {"trial": 90 + i, "reason": "lost", "worker": None} for i in range(3)]})
     lost = queue.fail_lost(grace_s=60, max_lost_retries=3)
     assert [(x.trial_id, x.retry is not None) for x in lost] == [(a.trial_id, True),
                                                                  (c.trial_id, False)]
@@ -474,13 +472,6 @@ def test_the_declared_tables_match_optunas_models() -> None:
                 assert list(column.type.enums) == list(other.type.enums)
     storage = optuna.storages.RDBStorage("sqlite:///:memory:")
     assert storage.get_head_version() == _queue.SCHEMA_REVISION
-
-
-def test_the_attribute_keys_are_the_workers() -> None:
-    assert (SLOT_ATTR, RETRY_OF_ATTR, RETRY_HISTORY_ATTR, WORKER_ATTR) == (
-        heartbeat_module.SLOT_ATTR, heartbeat_module.RETRY_OF_ATTR,
-        heartbeat_module.RETRY_HISTORY_ATTR, heartbeat_module.WORKER_ATTR)
-    assert _queue.OUTCOME_ATTR == OUTCOME_ATTR and QUEUE_ATTR.startswith("tunesvc:")
 
 
 # --- the reads match Optuna's own API ----------------------------------------------------------

@@ -60,10 +60,10 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tunesvc._spec import parse_spec_dict  # noqa: E402
-from tunesvc._storage import open_storage  # noqa: E402
+from tunesvc.spec import parse_spec_dict  # noqa: E402
 from tunesvc.spec._plan import Plan  # noqa: E402
 from tunesvc.storage import _queue as q  # noqa: E402
+from tunesvc.storage import open_storage  # noqa: E402
 from tunesvc.storage._queue import QueueState, StudyQueue  # noqa: E402
 from tunesvc.storage._reads import StudyReads, counts_by_state  # noqa: E402
 

@@ -28,7 +28,7 @@ import numpy as np
 from optuna.distributions import BaseDistribution
 
 from tunesvc._errors import SpecError
-from tunesvc._spec import ParamSpec, ParamValue, StudySpec, _draw, grid_points
+from tunesvc.spec._spec import ParamSpec, ParamValue, StudySpec, _draw, grid_points
 
 DEFAULT_RANDOM_TRIALS = 20
 """Budget of a random study whose spec sets no ``n_trials``."""
@@ -90,7 +90,7 @@ class Plan:
         return self.cell(index)
 
     def cell(self, index: int) -> dict[str, ParamValue]:
-        """Grid cell ``index`` in :func:`tunesvc._spec.grid_cells` order (first param slowest)."""
+        """Grid cell ``index`` in :func:`tunesvc.spec.grid_cells` order (first param slowest)."""
         values: list[ParamValue] = []
         for axis in reversed(self.axes):
             index, digit = divmod(index, len(axis))

@@ -42,24 +42,24 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from tunesvc._errors import StorageError, StudyNotFoundError
-from tunesvc._storage import redact
 from tunesvc.spec._plan import Plan
+from tunesvc.storage import _attrs as attrs
+from tunesvc.storage._database import redact
 
 SCHEMA_REVISION = "v3.2.0.a"
 """Optuna's schema revision (``alembic_version``) the SQL here is written for (Optuna 5)."""
 
 QUEUE_ATTR = "tunesvc:queue"
 """Study system attribute: the queue's state (see :class:`QueueState`)."""
-# Trial attributes the queue reads and writes; the same keys the worker and the service use.
-SLOT_ATTR = "slot"
-RETRY_OF_ATTR = "retry_of"
-RETRY_HISTORY_ATTR = "retry_history"
-WORKER_ATTR = "worker"
-OUTCOME_ATTR = "outcome"
-RETRIED_AS_ATTR = "retried_as"
-"""User attribute of a failed trial whose retry is queued: the retry's number."""
 FIXED_PARAMS_ATTR = "fixed_params"
 """Optuna's system attribute of an enqueued trial (``Study.enqueue_trial``): its params."""
+# The trial attributes the queue reads and writes (tunesvc's schema: storage/_attrs.py).
+SLOT_ATTR = attrs.SLOT.key
+RETRY_OF_ATTR = attrs.RETRY_OF.key
+RETRY_HISTORY_ATTR = attrs.RETRY_HISTORY.key
+RETRIED_AS_ATTR = attrs.RETRIED_AS.key
+WORKER_ATTR = attrs.WORKER.key
+OUTCOME_ATTR = attrs.OUTCOME.key
 
 _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 
@@ -287,9 +287,9 @@ def _now_utc() -> datetime:
 
 
 def _lost_attempts(history: Any) -> int:
-    if not isinstance(history, list):
-        return 0
-    return sum(1 for h in history if isinstance(h, dict) and h.get("reason") == "lost")
+    """How many earlier attempts at a slot were lost, from a ``retry_history`` JSON value."""
+    attempts = attrs.RETRY_HISTORY.get({RETRY_HISTORY_ATTR: history}) or []
+    return sum(1 for a in attempts if a.reason == "lost")
 
 
 def _study_is(study_id: int) -> sa.ColumnElement[bool]:

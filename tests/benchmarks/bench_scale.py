@@ -45,6 +45,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -321,13 +322,16 @@ def _run(targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> list[dic
 # --- one size on one database -----------------------------------------------------------------
 
 
-def _storages(backend: str, tmp: Path) -> Iterator[str]:
+@contextmanager
+def _database(backend: str, tmp: Path) -> Iterator[str]:
     """A fresh database for one size: a SQLite file, or a PostgreSQL schema (dropped after)."""
     if backend == "sqlite":
         path = tmp / f"scale-{uuid.uuid4().hex[:8]}.db"
-        yield f"sqlite:///{path}"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     schema = f"scale_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(PG, isolation_level="AUTOCOMMIT")
@@ -336,6 +340,7 @@ def _storages(backend: str, tmp: Path) -> Iterator[str]:
     try:
         yield f"{PG}?options=-csearch_path%3D{schema}"
     finally:
+        admin.dispose()  # a server restarted meanwhile dropped the pooled connection
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
@@ -343,7 +348,7 @@ def _storages(backend: str, tmp: Path) -> Iterator[str]:
 
 def measure(backend: str, n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"backend": backend, "n": n}
-    for url in _storages(backend, tmp):
+    with _database(backend, tmp) as url:
         plan = Plan.from_spec(parse_spec_dict({**SPEC, "n_trials": n}))
         storage = open_storage(url)  # the schema is created here, before the clock starts
         t0 = time.perf_counter()
@@ -446,11 +451,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tunesvc-scale-") as tmp:
         for backend in args.backends:
             for n in args.sizes:
-                t0 = time.monotonic()
-                rows.append(measure(backend, n, args, Path(tmp)))
-                print(f"{backend} N={n:,}: {time.monotonic() - t0:.0f} s (building "
-                      f"{rows[-1]['build']:.0f} s)", flush=True)
-    print_tables(rows, args)
+                for attempt in (1, 2):  # a database restarted by someone else: measure again
+                    t0 = time.monotonic()
+                    try:
+                        rows.append(measure(backend, n, args, Path(tmp)))
+                    except (SystemExit, sa.exc.SQLAlchemyError,
+                            optuna.exceptions.StorageInternalError) as e:
+                        print(f"{backend} N={n:,}: failed ({str(e).splitlines()[0]})"
+                              + ("; once more" if attempt == 1 else ""), flush=True)
+                        continue
+                    print(f"{backend} N={n:,}: {time.monotonic() - t0:.0f} s (building "
+                          f"{rows[-1]['build']:.0f} s)", flush=True)
+                    break
+            print_tables(rows, args)  # so far, should a later size fail
+    if len(rows) < len(args.backends) * len(args.sizes):
+        raise SystemExit("some sizes could not be measured (see above)")
 
 
 if __name__ == "__main__":

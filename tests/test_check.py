@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tunesvc import SpecError
 from tunesvc.cli import app
 from tunesvc.service import run_checks, with_checked_lr
-from tunesvc.spec import RangeParam, parse_fixed_params, parse_spec
+from tunesvc.spec import Plan, RangeParam, parse_fixed_params, parse_spec, parse_spec_dict
 from tunesvc.training._checks import lr_suggestion
 
 FIXTURES = "tests/objectives_fixtures"
@@ -129,5 +129,6 @@ def test_study_create_from_check_takes_the_suggested_range(sqlite_url: str) -> N
     assert params["lr"] == {"low": suggested.low, "high": suggested.high, "log": True,
                             "type": "float", "points": 4}
     assert set(params) == {"lr", "weight_decay", "dropout", "hidden"}
-    assert all(suggested.low <= t.system_attrs["fixed_params"]["lr"] <= suggested.high
-               for t in study.get_trials())
+    plan = Plan.from_spec(parse_spec_dict(study.user_attrs["spec"]))
+    assert all(suggested.low <= plan.params(slot)["lr"] <= suggested.high
+               for slot in range(plan.budget))

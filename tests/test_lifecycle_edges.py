@@ -147,21 +147,22 @@ def test_piped_run_lines_carry_the_diagnosis_label(sqlite_url: str) -> None:
 
 
 def _lose_trial_0(url: str, name: str) -> None:
-    """What happens to a trial whose worker dies: another worker finds its heartbeat stale,
-    fails it (no outcome: its own worker never recorded one) and queues its slot again."""
-    from tunesvc.worker._heartbeat import requeue
+    """What happens to a trial whose worker dies: it claimed slot 0 and reported three steps;
+    another worker finds its heartbeat stale, fails it as lost and queues its slot again."""
+    from tunesvc.spec import Plan
+    from tunesvc.storage import StudyQueue, open_storage
 
-    storage = optuna.storages.RDBStorage(url)
+    storage = open_storage(url)
     study = optuna.load_study(study_name=name, storage=storage)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(name), 0)
-    storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+    queue = StudyQueue(storage, storage.get_study_id_from_name(name))
     where = attrs.Where("gone-host", 4242, "cpu", 0)
-    storage.set_trial_user_attr(trial_id, *attrs.WORKER.item(where))
+    claim = queue.claim(Plan.from_spec(attrs.study_spec(study, name)), where.to_json())
+    assert claim is not None and claim.number == 0
     for step in range(3):
-        storage.set_trial_intermediate_value(trial_id, step, float(step))
-    storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    requeue(study, storage.get_trial(trial_id), "lost")
+        storage.set_trial_intermediate_value(claim.trial_id, step, float(step))
+    time.sleep(0.05)  # its last heartbeat is now older than the grace period below
+    (lost,) = queue.fail_lost(grace_s=0.01, max_lost_retries=3)
+    assert lost.number == 0 and lost.retry is not None
     storage.engine.dispose()
 
 
@@ -177,7 +178,7 @@ def test_a_lost_trial_says_so_and_its_slot_counts_once(storage_url: str) -> None
     lost = trials[0]
     assert lost.outcome == "lost" and lost.epochs == 3
     assert lost.error == ("lost: its worker (pid 4242 on gone-host) stopped sending heartbeats; "
-                          "its slot ran again as trial 3")
+                          "its slot ran again as trial 1")
     summary = service.show_study("lost", storage_url).summary
     assert (summary.done, summary.planned) == (3, 3)
     code, out, _ = cli("study", "list", "--storage", storage_url)

@@ -1,8 +1,14 @@
 """A retry that a dead worker failed to queue is queued by the next worker that looks for work;
-a retry queued twice runs once. Real SQLite and PostgreSQL, the real runner in this process."""
+a retry is never queued twice. Real SQLite and PostgreSQL, the real worker in this process.
+
+A lost trial is failed and queued again in one transaction (it cannot be orphaned); a trial
+interrupted by Ctrl-C is failed and queued again in one transaction too, but its worker records
+its outcome first, so a worker killed between the two leaves an orphan: interrupted, RUNNING
+no more... here made by hand, as such a worker would leave it."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,56 +17,56 @@ import pytest
 from optuna.trial import TrialState
 
 from tunesvc import service
-from tunesvc.spec import parse_spec_dict
-from tunesvc.storage import attrs
-from tunesvc.worker import _heartbeat as _heartbeat
-from tunesvc.worker._heartbeat import is_duplicate_retry, requeue
+from tunesvc.spec import Plan, parse_spec_dict
+from tunesvc.storage import StudyQueue, attrs, open_storage
+from tunesvc.worker import _claim
 
 SLOW = f"{Path(__file__).parent / 'objectives_fixtures' / 'slow.py'}:objective"
 
 
-def _create(name: str, url: str, n_trials: int) -> optuna.Study:
+def _create(name: str, url: str, n_trials: int) -> None:
     spec = parse_spec_dict({"objective": SLOW, "direction": "maximize", "n_trials": n_trials,
                             "params": {"x": {"low": 0, "high": 3, "type": "int"},
                                        "y": {"low": 0, "high": 3, "type": "int"}}})
     service.create_study(name, spec, url)
-    return optuna.load_study(study_name=name, storage=url)
 
 
-def _fail_as_a_dead_worker_would(url: str, study: optuna.Study, number: int) -> None:
-    """Claim trial ``number``, beat once and fail it, queueing no retry: what a worker does that
-    failed a stale trial and was killed before its callback queued the retry."""
-    storage = optuna.storages.RDBStorage(url)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(study.study_name), number
-    )
-    storage.record_heartbeat(trial_id)
-    assert storage.set_trial_state_values(trial_id, TrialState.RUNNING)
-    assert storage.set_trial_state_values(trial_id, TrialState.FAIL)
+def _interrupt_as_a_dead_worker_would(url: str, name: str) -> dict[str, Any]:
+    """Claim slot 0 and record it interrupted and FAIL, queueing no retry: a worker killed
+    between recording the interruption and queueing the trial again. Its slot's params."""
+    storage = open_storage(url)
+    study = optuna.load_study(study_name=name, storage=storage)
+    plan = Plan.from_spec(attrs.study_spec(study, name))
+    queue = StudyQueue(storage, storage.get_study_id_from_name(name))
+    claim = queue.claim(plan, attrs.Where("gone", 1, "cpu", 0).to_json())
+    assert claim is not None and claim.number == 0
+    storage.set_trial_user_attr(claim.trial_id, *attrs.OUTCOME.item("interrupted"))
+    assert storage.set_trial_state_values(claim.trial_id, TrialState.FAIL)
     storage.engine.dispose()
+    return dict(claim.params)
 
 
-def test_an_orphaned_lost_trial_is_queued_again_on_its_slot(
+def test_an_orphaned_interrupted_trial_is_queued_again_on_its_slot(
     storage_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLOW_STEPS", "5")
     monkeypatch.setenv("SLOW_STEP_S", "0.3")
-    monkeypatch.setattr(_heartbeat, "ORPHAN_AFTER_S", 0.0)
-    study = _create("orphan", storage_url, 3)
-    _fail_as_a_dead_worker_would(storage_url, study, 0)
+    monkeypatch.setattr(_claim, "ORPHAN_AFTER_S", 0.0)
+    _create("orphan", storage_url, 3)
+    params = _interrupt_as_a_dead_worker_would(storage_url, "orphan")
     results: list[Any] = []
-    # Heartbeat 1 s: an orphan is one whose last beat is over 2 s old. Trials 1 and 2 take
+    # Heartbeat 1 s: an orphan is one whose last beat is over 2 s old. Slots 1 and 2 take
     # about 3 s, then the queue is empty and the worker looks for orphans.
     service.run_study("orphan", storage_url, heartbeat_s=1, on_result=results.append)
     assert [(r.number, r.outcome) for r in results] == [(1, "completed"), (2, "completed"),
                                                          (3, "completed")]
     trials = optuna.load_study(study_name="orphan", storage=storage_url).trials
-    lost, retry = trials[0], trials[3]
-    assert lost.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
-    assert attrs.RETRY_OF.get(retry) == 0
-    assert attrs.SLOT.get(retry) == attrs.SLOT.get(lost)
-    assert [h["reason"] for h in retry.user_attrs["retry_history"]] == ["lost"]
-    assert retry.params == lost.system_attrs["fixed_params"]  # the queued draw of the slot
+    orphan, retry = trials[0], trials[3]
+    assert orphan.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert attrs.RETRY_OF.get(retry) == 0 and attrs.RETRIED_AS.get(orphan) == 3
+    assert attrs.SLOT.get(retry) == attrs.SLOT.get(orphan) == 0
+    assert [a.reason for a in attrs.RETRY_HISTORY.get(retry) or []] == ["interrupted"]
+    assert retry.params == params  # slot 0's draw, run again
 
 
 def test_a_young_failure_is_left_to_the_worker_that_failed_it(
@@ -70,30 +76,29 @@ def test_a_young_failure_is_left_to_the_worker_that_failed_it(
     though the worker has been up for its grace period when it finds the queue empty."""
     monkeypatch.setenv("SLOW_STEPS", "1")
     monkeypatch.setenv("SLOW_STEP_S", "2.5")
-    study = _create("young", storage_url, 2)
-    _fail_as_a_dead_worker_would(storage_url, study, 0)
+    _create("young", storage_url, 2)
+    _interrupt_as_a_dead_worker_would(storage_url, "young")
     results: list[Any] = []
     service.run_study("young", storage_url, heartbeat_s=1, on_result=results.append)
     assert [r.number for r in results] == [1]
     assert len(optuna.load_study(study_name="young", storage=storage_url).trials) == 2
 
 
-def test_a_retry_queued_twice_runs_once(storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SLOW_STEPS", "2")
-    monkeypatch.setenv("SLOW_STEP_S", "0.05")
-    study = _create("twice", storage_url, 1)
-    _fail_as_a_dead_worker_would(storage_url, study, 0)
-    first_attempt = optuna.load_study(study_name="twice", storage=storage_url).trials[0]
-    # The late worker and a sweep both queued the retry of trial 0.
-    assert requeue(study, first_attempt, "lost") == 1
-    assert requeue(study, first_attempt, "lost") == 2
-    fresh = optuna.load_study(study_name="twice", storage=storage_url)
-    one, two = fresh.trials[1], fresh.trials[2]
-    assert not is_duplicate_retry(fresh, one) and is_duplicate_retry(fresh, two)
+def test_a_retry_is_queued_once_however_many_workers_queue_it(storage_url: str) -> None:
+    """The sweep and the late worker both queue the same attempt: one retry, which runs."""
+    _create("twice", storage_url, 1)
+    _interrupt_as_a_dead_worker_would(storage_url, "twice")
+    storage = open_storage(storage_url)
+    queue = StudyQueue(storage, storage.get_study_id_from_name("twice"))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name("twice"), 0)
+    first = queue.requeue(trial_id, "interrupted")
+    second = queue.requeue(trial_id, "interrupted")
+    storage.engine.dispose()
+    assert first.created and not second.created and first.number == second.number == 1
+    time.sleep(0.01)
     results: list[Any] = []
     service.run_study("twice", storage_url, on_result=results.append)
     assert [(r.number, r.outcome) for r in results] == [(1, "completed")]
     trials = optuna.load_study(study_name="twice", storage=storage_url).trials
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL]
-    assert trials[2].user_attrs["outcome"] == "duplicate"
-    assert trials[2].intermediate_values == {}  # never run
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]

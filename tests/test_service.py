@@ -85,8 +85,10 @@ def test_spec_and_objective_must_agree(storage_url: str) -> None:
                        "but the objective suggests float 1e-05..1.0, log.*the run stopped and "
                        "trial 0 went back to the queue"):
         service.run_study("bad", storage_url)
+    # Trial 0 is queued again; slot 1 was never claimed, so it is no trial yet, only queued.
     assert [(t.state, t.outcome) for t in service.list_trials("bad", storage_url)] == [
-        ("WAITING", None), ("WAITING", None)]
+        ("WAITING", None)]
+    assert service.show_study("bad", storage_url).summary.counts == {"WAITING": 2}
 
 
 def test_create_rejects_and_writes_nothing(storage_url: str) -> None:

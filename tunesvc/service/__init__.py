@@ -46,17 +46,16 @@ from tunesvc.service._results import (
     StudyDetail,
     StudySummary,
     TrialInfo,
-    trial_info,
+    row_info,
 )
 from tunesvc.service._run import run_study
 from tunesvc.service._studies import (
-    DEFAULT_RANDOM_TRIALS,
     best_trial,
     create_study,
     delete_study,
+    iter_trials,
     list_studies,
     list_trials,
-    plan_trials,
     resolve,
     show_study,
 )
@@ -64,7 +63,6 @@ from tunesvc.storage import UpgradeResult, upgrade_storage
 
 __all__ = [
     "BUDGETS",
-    "DEFAULT_RANDOM_TRIALS",
     "Budget",
     "RecipeResult",
     "RefineResult",
@@ -88,7 +86,7 @@ __all__ = [
     "list_trials",
     "open_dashboard",
     "parse_budget",
-    "plan_trials",
+    "iter_trials",
     "refine_study",
     "report_filename",
     "resolve",
@@ -96,7 +94,7 @@ __all__ = [
     "run_recipe",
     "run_study",
     "show_study",
-    "trial_info",
+    "row_info",
     "trials_csv",
     "upgrade_storage",
     "with_checked_lr",

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from tunesvc.storage import attrs
+from tunesvc.storage import TrialRow, attrs
 
 
 @dataclass(frozen=True)
@@ -112,38 +112,34 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def trial_info(t: FrozenTrial, *, retried_as: int | None = None) -> TrialInfo:
-    """``t`` as users see it. A trial that another worker failed because its own worker
-    stopped beating shows outcome ``lost`` and says so (``retried_as``: its retry's number,
-    when known)."""
+def row_info(row: TrialRow, *, params: dict[str, Any] | None = None) -> TrialInfo:
+    """A trial read by :class:`~tunesvc.storage.StudyReads` as users see it; ``params`` stand
+    in for a queued trial's, which it records only when it runs."""
     duration = None
-    if t.datetime_start is not None and t.datetime_complete is not None:
-        duration = (t.datetime_complete - t.datetime_start).total_seconds()
-    elif t.datetime_start is not None and t.state == TrialState.RUNNING:
-        duration = (datetime.now() - t.datetime_start).total_seconds()
-    curves = attrs.CURVES.get(t)
-    epochs = len(curves) - 1 if curves is not None else len(t.intermediate_values)
-    diagnosis = attrs.DIAGNOSIS.get(t)
-    outcome, error = attrs.OUTCOME.get(t), attrs.ERROR.get(t)
-    if outcome is None and t.state == TrialState.FAIL and attrs.SLOT.get(t) is not None:
-        # Only a worker that finds a trial's heartbeat stale fails it without an outcome.
-        outcome, error = "lost", _lost_error(t, retried_as or attrs.RETRIED_AS.get(t))
+    if row.datetime_start is not None and row.datetime_complete is not None:
+        duration = (row.datetime_complete - row.datetime_start).total_seconds()
+    elif row.datetime_start is not None and row.state == TrialState.RUNNING:
+        duration = (datetime.now() - row.datetime_start).total_seconds()
+    diagnosis = attrs.DIAGNOSIS.get(row.user_attrs)
+    outcome, error = attrs.OUTCOME.get(row.user_attrs), attrs.ERROR.get(row.user_attrs)
+    if row.state == TrialState.FAIL and outcome in (None, "lost") and \
+            attrs.SLOT.get(row.user_attrs) is not None:
+        outcome = "lost"
+        error = error or _lost_error(row.user_attrs, attrs.RETRIED_AS.get(row.user_attrs))
     return TrialInfo(
-        number=t.number,
-        state=t.state.name,
-        value=_finite(t.value) if t.values is not None else None,
-        # A queued trial's draw sits in Optuna's enqueue attribute until it runs.
-        params=dict(t.params or t.system_attrs.get("fixed_params", {})),
+        number=row.number,
+        state=row.state.name,
+        value=_finite(row.value),
+        params=dict(row.params) or dict(params or {}),
         outcome=outcome,
         diagnosis=None if diagnosis is None else diagnosis.to_json(),
         error=error,
         duration_s=None if duration is None else round(duration, 3),
-        epochs=max(epochs, 0),
+        epochs=max(row.last_step or 0, 0),
     )
 
 
-
-def _lost_error(t: FrozenTrial, retried_as: int | None) -> str:
+def _lost_error(t: attrs.Holder, retried_as: int | None) -> str:
     where = attrs.WORKER.get(t)
     worker = "" if where is None else f" (pid {where.pid} on {where.host})"
     retry = "" if retried_as is None else f"; its slot ran again as trial {retried_as}"

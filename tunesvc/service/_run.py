@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
 import optuna
-from optuna.trial import TrialState
 
 from tunesvc._errors import SpecError
 from tunesvc.presentation import DashboardNotes
-from tunesvc.service._results import RunSummary, trial_info
-from tunesvc.service._studies import load_study, opened
+from tunesvc.service._results import RunSummary
+from tunesvc.service._studies import load_study, opened, summarize, trial_rows
 from tunesvc.spec import check_device
 from tunesvc.storage import artifacts_dir, attrs
 from tunesvc.worker import (
@@ -73,7 +71,7 @@ def run_study(
             run = work_on(storage, name, url, options, on_event=on_event, on_result=on_result)
         results, idle = run.results, run.idle
     with opened(url) as storage, study_deleted(storage, name):
-        summary = _run_summary(load_study(storage, name, url), results)
+        summary = _run_summary(storage, load_study(storage, name, url), results)
     if idle and not summary.remaining:
         summary = replace(summary, already_finished=True)
     return summary
@@ -91,14 +89,15 @@ def _require_device(device: str, where: str) -> None:
                         "GPU(s); run the study where one is, or pass --device cpu (or auto)")
 
 
-def _run_summary(study: optuna.Study, results: list[TrialResult]) -> RunSummary:
-    trials = study.get_trials(deepcopy=False)
-    by_number = {t.number: t for t in trials}
-    best = attrs.best_of(trials, study.direction.name.lower())
+def _run_summary(
+    storage: optuna.storages.RDBStorage, study: optuna.Study, results: list[TrialResult]
+) -> RunSummary:
+    name = study.study_name
+    summary = summarize(storage, name, study.direction, attrs.SPEC.get(study))
     return RunSummary(
-        study=study.study_name,
-        ran=[trial_info(by_number[r.number]) for r in results if r.number in by_number],
-        remaining=sum(1 for t in trials if t.state == TrialState.WAITING),
-        best=None if best is None else trial_info(best),
-        counts=dict(sorted(Counter(t.state.name for t in trials).items())),
+        study=name,
+        ran=trial_rows(storage, name, [r.number for r in results]),
+        remaining=summary.counts.get("WAITING", 0),
+        best=summary.best,
+        counts=summary.counts,
     )

@@ -6,24 +6,21 @@ dataclasses (:mod:`tunesvc.service._results`) that the CLI prints as a table or 
 
 from __future__ import annotations
 
-import math
-import random
 import shlex
 import shutil
 import time
 import uuid
 import warnings
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
 
 from tunesvc._errors import (
-    SpecError,
     StorageError,
     StudyBusyError,
     StudyExistsError,
@@ -37,22 +34,22 @@ from tunesvc.service._results import (
     StudyDetail,
     StudySummary,
     TrialInfo,
-    trial_info,
+    row_info,
 )
 from tunesvc.spec import (
-    ParamValue,
+    Plan,
     ResolvedStudy,
     StudySpec,
     check_plain_epochs,
     check_study_name,
-    grid_cells,
-    grid_points,
     resolve_objective,
     resolve_study,
-    sample_random,
 )
 from tunesvc.storage import (
     CHECKPOINTS_DIR,
+    StudyQueue,
+    StudyReads,
+    TrialRow,
     artifacts_dir,
     attrs,
     checkpoint_path,
@@ -62,11 +59,7 @@ from tunesvc.storage import (
     storage_errors,
     study_folder,
 )
-from tunesvc.storage._heartbeats import heartbeat_ages, running_heartbeats
 from tunesvc.worker import heartbeat_setting
-
-DEFAULT_RANDOM_TRIALS = 20
-"""The budget of a random study whose spec gives no ``n_trials``."""
 
 
 @contextmanager
@@ -96,22 +89,6 @@ def resolve(spec: StudySpec) -> ResolvedStudy:
     return resolve_study(spec, resolve_objective(spec.objective))
 
 
-def plan_trials(spec: StudySpec) -> list[dict[str, ParamValue]]:
-    """The params of every trial the study will run, in claim order."""
-    if spec.sampler == "grid":
-        if not spec.params:
-            raise SpecError("params: a grid study needs at least one param with points or values")
-        cells = grid_cells(spec.params)
-        if spec.n_trials is None or spec.n_trials == len(cells):
-            return cells
-        if spec.n_trials > len(cells):
-            raise SpecError(f"n_trials: the grid has {len(cells)} cells, got n_trials = "
-                            f"{spec.n_trials}; drop n_trials or lower it")
-        # A budget below the grid size runs a seeded random subset of its cells.
-        return random.Random(spec.seed).sample(cells, spec.n_trials)
-    return sample_random(spec.params, spec.n_trials or DEFAULT_RANDOM_TRIALS, spec.seed)
-
-
 def create_study(
     name: str,
     spec: StudySpec,
@@ -121,7 +98,9 @@ def create_study(
     resolved: ResolvedStudy | None = None,
     from_check: bool = False,
 ) -> StudySummary:
-    """Validate ``spec`` fully, then create study ``name`` with every trial queued. Nothing is
+    """Validate ``spec`` fully, then create study ``name`` with its queue: the budget's slots,
+    each a grid cell or a seeded draw claimed lazily by the workers (:class:`~tunesvc.spec.Plan`,
+    :class:`~tunesvc.storage.StudyQueue`), so creating 100,000 trials writes none. Nothing is
     written when anything is wrong. ``user_attrs`` are extra study attributes
     (``attrs.X.item(value)`` pairs); ``resolved`` saves resolving the objective again;
     ``from_check`` takes lr's range from the LR range test (:func:`with_checked_lr`), run only
@@ -142,7 +121,7 @@ def create_study(
     resolved = resolved or resolve_study(spec, objective)
     make_pruner(resolved.spec.pruner, resolved.spec.pruner_settings,  # its settings are valid
                 epochs=resolved.epochs if resolved.objective.structured else None)
-    planned = plan_trials(resolved.spec)
+    plan = Plan.from_spec(resolved.spec)  # a grid's size and budget agree
     check_setups(resolved)
     with opened(url, create=True) as storage:
         if any(s.study_name == name for s in storage.get_all_studies()):
@@ -157,14 +136,13 @@ def create_study(
                                attrs.METRIC.item(resolved.metric), *(user_attrs or [])]:
                 study.set_user_attr(key, value)
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # set_metric_names and enqueue: experimental
+                warnings.simplefilter("ignore")  # set_metric_names is experimental
                 study.set_metric_names([resolved.metric])
-                for slot, params in enumerate(planned):
-                    study.enqueue_trial(params, user_attrs=dict([attrs.SLOT.item(slot)]))
+            StudyQueue.create(storage, storage.get_study_id_from_name(name), plan.budget)
         except BaseException:
             optuna.delete_study(study_name=name, storage=storage)  # nothing half-written
             raise
-        return summarize(study, resolved.spec)
+        return summarize(storage, name, study.direction, resolved.spec)
 
 
 def _exists(name: str, url: str) -> StudyExistsError:
@@ -184,41 +162,42 @@ def _require_new(name: str, url: str) -> None:
             raise _exists(name, url)
 
 
-def summarize(study: optuna.Study, spec: StudySpec, *, tunesvc: bool = True) -> StudySummary:
-    """``study`` in a few numbers: slots planned and done (a retried slot counts once), trials by
-    state, the best trial. ``tunesvc`` False: a study tunesvc did not create, whose trials are
-    all there is to plan."""
-    trials = study.get_trials(deepcopy=False)
-    counts = Counter(t.state.name for t in trials)
-    latest: dict[int, FrozenTrial] = {}
-    for t in trials:  # by number: a slot's retries come after its earlier attempts
-        latest[_slot(t)] = t
-    done = sum(1 for t in latest.values() if t.state.is_finished())
-    best = attrs.best_of(trials, study.direction.name.lower())
+_INFO_KEYS = (attrs.OUTCOME.key, attrs.DIAGNOSIS.key, attrs.ERROR.key, attrs.SLOT.key,
+              attrs.RETRY_OF.key, attrs.RETRIED_AS.key, attrs.WORKER.key)
+"""The user attributes a trial's row is read with (never the curves)."""
+
+
+def summarize(
+    storage: optuna.storages.RDBStorage,
+    name: str,
+    direction: StudyDirection,
+    spec: StudySpec | None,
+) -> StudySummary:
+    """Study ``name`` in a few numbers, by SQL aggregates (flat at 100,000 trials): slots
+    planned and done (a retried slot counts once), trials by state (``WAITING`` counts what is
+    still queued), the best trial. ``spec`` None: a study tunesvc did not create, whose trials
+    are all there is."""
+    reads = StudyReads(storage, storage.get_study_id_from_name(name))
+    counts = reads.counts()
+    retries = reads.count_with_attr(attrs.RETRY_OF.key)
+    state = reads.queue_state()
+    unclaimed = 0 if state is None else state.unclaimed
+    if unclaimed:
+        counts["WAITING"] = counts.get("WAITING", 0) + unclaimed
+    total = sum(counts.values())
+    # Each slot's latest attempt decides whether it is done: a retry replaces its attempt.
+    finished = sum(counts.get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL")) - retries
+    best = reads.best(direction, _INFO_KEYS)
     return StudySummary(
-        name=study.study_name,
-        direction=study.direction.name.lower(),
-        objective=spec.objective,
-        sampler=spec.sampler,
-        planned=max(planned_size(spec) if tunesvc else 0, len(latest)),
+        name=name,
+        direction=direction.name.lower(),
+        objective="(not tunesvc)" if spec is None else spec.objective,
+        sampler="-" if spec is None else spec.sampler,
+        planned=total - retries,
         counts=dict(sorted(counts.items())),
-        best=None if best is None else trial_info(best),
-        done=done,
+        best=None if best is None else row_info(best),
+        done=max(0, finished),
     )
-
-
-def _slot(t: FrozenTrial) -> int:
-    slot = attrs.SLOT.get(t)
-    return t.number if slot is None else slot
-
-
-def planned_size(spec: StudySpec) -> int:
-    """How many slots the study runs: its budget, else the grid's size (counted, not built)."""
-    if spec.n_trials is not None:
-        return spec.n_trials
-    if spec.sampler == "grid":
-        return math.prod(len(grid_points(p)) for p in spec.params.values())
-    return DEFAULT_RANDOM_TRIALS
 
 
 def list_studies(url: str) -> list[StudySummary]:
@@ -226,10 +205,8 @@ def list_studies(url: str) -> list[StudySummary]:
     out = []
     with opened(url) as storage:
         for frozen in storage.get_all_studies():
-            study = optuna.load_study(study_name=frozen.study_name, storage=storage)
-            spec = attrs.SPEC.get(study)
-            out.append(summarize(study, spec or StudySpec(objective="(not tunesvc)"),
-                                 tunesvc=spec is not None))
+            spec = attrs.SPEC.get(frozen.user_attrs)
+            out.append(summarize(storage, frozen.study_name, frozen.direction, spec))
     return out
 
 
@@ -239,25 +216,23 @@ def show_study(name: str, url: str) -> StudyDetail:
     with opened(url) as storage:
         study = load_study(storage, name, url)
         spec = attrs.study_spec(study, name)
-        trials = study.get_trials(deepcopy=False)
-        diagnoses = Counter(d.label for d in map(attrs.DIAGNOSIS.get, trials) if d is not None)
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        study_id = storage.get_study_id_from_name(name)
-        ids = {t.number: storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-               for t in running}
-        ages = heartbeat_ages(storage, list(ids.values()))
-        workers = [_running_trial(t, ages.get(ids[t.number])) for t in running]
-        return StudyDetail(summarize(study, spec), spec.to_dict(), dict(diagnoses),
-                           [trial_info(t) for t in running], redact(url), workers)
+        reads = StudyReads(storage, storage.get_study_id_from_name(name))
+        diagnoses = {str(k): v for k, v in reads.counts_by_field(attrs.DIAGNOSIS.key,
+                                                                 "label").items()
+                     if k is not None}
+        running = reads.running(_INFO_KEYS)
+        workers = [_running_trial(r.trial, r.heartbeat_age_s) for r in running]
+        return StudyDetail(summarize(storage, name, study.direction, spec), spec.to_dict(),
+                           dict(sorted(diagnoses.items())),
+                           [row_info(r.trial) for r in running], redact(url), workers)
 
 
-def _running_trial(t: FrozenTrial, age: float | None) -> RunningTrial:
-    where = attrs.WORKER.get(t) or attrs.Where()
-    info = trial_info(t)
+def _running_trial(row: TrialRow, age: float | None) -> RunningTrial:
+    where = attrs.WORKER.get(row.user_attrs) or attrs.Where()
     return RunningTrial(
-        number=t.number, host=where.host, pid=where.pid, device=where.device,
-        epoch=max(t.intermediate_values, default=info.epochs),
-        heartbeat_age_s=None if age is None else round(age, 1), params=info.params,
+        number=row.number, host=where.host, pid=where.pid, device=where.device,
+        epoch=row.last_step or 0,
+        heartbeat_age_s=None if age is None else round(age, 1), params=dict(row.params),
     )
 
 
@@ -267,22 +242,42 @@ def best_trial(name: str, url: str) -> TrialInfo:
     optimizer as its training left them, at its last epoch)."""
     with opened(url) as storage:
         study = load_study(storage, name, url)
-        best = attrs.best_of(study.get_trials(deepcopy=False), study.direction.name.lower())
-        folder = study_folder(artifacts_dir(url), study, storage.get_study_id_from_name(name))
+        study_id = storage.get_study_id_from_name(name)
+        best = StudyReads(storage, study_id).best(study.direction, _INFO_KEYS)
+        folder = study_folder(artifacts_dir(url), study, study_id)
     if best is None:
         raise TunesvcError(f"study {name!r} has no completed trial yet; run it with "
                            f"`tunesvc study run {shlex.quote(name)}`")
-    checkpoint = checkpoint_path(folder, _slot(best))
-    return replace(trial_info(best), checkpoint=str(checkpoint) if checkpoint.is_file() else None)
+    slot = attrs.SLOT.get(best.user_attrs)
+    checkpoint = checkpoint_path(folder, best.number if slot is None else slot)
+    return replace(row_info(best), checkpoint=str(checkpoint) if checkpoint.is_file() else None)
+
+
+def iter_trials(name: str, url: str) -> Iterator[TrialInfo]:
+    """Every trial of ``name``, by number, read a page at a time (memory stays flat however
+    many trials the study holds). A queued retry shows its slot's params."""
+    with opened(url) as storage:
+        study = load_study(storage, name, url)
+        spec = attrs.SPEC.get(study)
+        plan = None if spec is None else Plan.from_spec(spec)
+        reads = StudyReads(storage, storage.get_study_id_from_name(name))
+        for row in reads.trials(_INFO_KEYS):
+            slot = attrs.SLOT.get(row.user_attrs)
+            queued = (plan.params(slot) if plan is not None and slot is not None
+                      and row.state == TrialState.WAITING and 0 <= slot < plan.budget else None)
+            yield row_info(row, params=queued)
 
 
 def list_trials(name: str, url: str) -> list[TrialInfo]:
-    """Every trial of ``name``, by number."""
-    with opened(url) as storage:
-        study = load_study(storage, name, url)
-        trials = study.get_trials(deepcopy=False)
-    retried_as = {attrs.RETRY_OF.get(t): t.number for t in trials}
-    return [trial_info(t, retried_as=retried_as.get(t.number)) for t in trials]
+    """Every trial of ``name``, by number (see :func:`iter_trials` to stream them)."""
+    return list(iter_trials(name, url))
+
+
+def trial_rows(storage: optuna.storages.RDBStorage, name: str, numbers: list[int]
+               ) -> list[TrialInfo]:
+    """The trials ``numbers`` of study ``name`` (those a command ran), by number."""
+    reads = StudyReads(storage, storage.get_study_id_from_name(name))
+    return [row_info(r) for r in reads.by_number(numbers, _INFO_KEYS)]
 
 
 def delete_study(name: str, url: str, *, force: bool = False) -> None:
@@ -345,15 +340,14 @@ def _refuse_if_running(
     storage: optuna.storages.RDBStorage, study: optuna.Study, study_id: int
 ) -> None:
     interval, _retries = heartbeat_setting()
-    running = {tid: number for tid, (number, age) in running_heartbeats(storage, study_id).items()
-               if age is not None and age <= 2 * interval}
+    running = [r for r in StudyReads(storage, study_id).running()
+               if r.heartbeat_age_s is not None and r.heartbeat_age_s <= 2 * interval]
     if not running:
         return
     workers = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.number in running.values():
-            where = attrs.WORKER.get(trial) or attrs.Where()
-            workers.append(f"trial {trial.number} on {where.host or '?'} pid {where.pid or '?'}")
+    for r in running:
+        where = attrs.WORKER.get(r.trial.user_attrs) or attrs.Where()
+        workers.append(f"trial {r.trial.number} on {where.host or '?'} pid {where.pid or '?'}")
     name = study.study_name
     raise StudyBusyError(
         f"study {name!r} has {len(running)} running trial(s) whose workers still beat "

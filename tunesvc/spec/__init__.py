@@ -12,6 +12,7 @@ from tunesvc.spec._objective import (
     resolve_objective,
     resolve_study,
 )
+from tunesvc.spec._plan import DEFAULT_RANDOM_TRIALS, Plan
 from tunesvc.spec._refine import refine_params
 from tunesvc.spec._spec import (
     MAX_NAME_LENGTH,
@@ -38,6 +39,7 @@ from tunesvc.spec._spec import (
 
 __all__ = [
     "DEFAULT_EPOCHS",
+    "DEFAULT_RANDOM_TRIALS",
     "MAX_NAME_LENGTH",
     "NAME_RULE",
     "ChoiceParam",
@@ -45,6 +47,7 @@ __all__ = [
     "Objective",
     "ParamSpec",
     "ParamValue",
+    "Plan",
     "RangeParam",
     "ResolvedStudy",
     "StudySpec",

@@ -607,8 +607,9 @@ class StudyQueue:
 
     def fail_lost(self, grace_s: float, max_lost_retries: int) -> list[Lost]:
         """Fail the RUNNING trials whose heartbeat is older than ``grace_s`` (by the database's
-        clock) and queue each again on its slot, in one transaction, unless its slot was
-        already lost ``max_lost_retries`` times. Trials that never beat are left alone.
+        clock), with outcome ``lost``, and queue each again on its slot, in one transaction,
+        unless its slot was already lost ``max_lost_retries`` times. Trials that never beat
+        are left alone.
 
         What ``optuna.storages.fail_stale_trials`` plus tunesvc's retry callback do, without a
         scan of the study, and with no moment where a lost trial is failed but not queued. It
@@ -628,6 +629,7 @@ class StudyQueue:
             for trial_id, number in self._stale(conn, since, grace_s):
                 if not self._fail(conn, trial_id):
                     continue
+                self._set_attrs(conn, trial_id, {OUTCOME_ATTR: "lost"})
                 history = self._attrs(conn, trial_id, (RETRY_HISTORY_ATTR,))
                 retry = None
                 if _lost_attempts(history.get(RETRY_HISTORY_ATTR)) < max_lost_retries:

@@ -299,6 +299,15 @@ class StudyReads:
                 query = query.where(trials.c.trial_id != exclude)
             return conn.execute(query).first() is not None
 
+    def by_number(self, numbers: Collection[int], keys: Sequence[str] = ()) -> list[TrialRow]:
+        """The trials with these ``numbers`` (those a command ran), in number order."""
+        out: list[TrialRow] = []
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(numbers)), _IN_LIMIT):
+                out += self._rows(conn, sa.and_(trials.c.study_id == self.study_id,
+                                                trials.c.number.in_(list(chunk))), keys)
+        return sorted(out, key=lambda r: r.number)
+
     # --- every trial, streamed ----------------------------------------------------------------
 
     def trials(

@@ -10,8 +10,8 @@ from typing import Any
 
 import optuna
 
-from tunesvc.spec import Direction, Objective, ResolvedStudy, StudySpec
-from tunesvc.storage import checkpoint_path
+from tunesvc.spec import Direction, Objective, Plan, ResolvedStudy, StudySpec
+from tunesvc.storage import StudyQueue, StudyReads, checkpoint_path
 from tunesvc.worker._board import Board
 from tunesvc.worker._events import ObserverThread, StopRequest, WorkerEvent
 from tunesvc.worker._heartbeat import HEARTBEAT_INTERVAL_S, DatabaseHealth, retry_db
@@ -26,6 +26,11 @@ class TrialContext:
     storage: optuna.storages.RDBStorage
     study_id: int
     resolved: ResolvedStudy
+    queue: StudyQueue
+    """Where this worker claims trials and queues retries."""
+    reads: StudyReads
+    plan: Plan
+    """Which params each slot runs."""
     study_dir: Path
     """The study's own artifacts folder (see :func:`tunesvc.storage.study_folder`)."""
     device: str

@@ -1,11 +1,11 @@
 """Crash safety for workers: heartbeats, lost trials run again, database calls retried.
 
-A worker beats for the trial it runs, in a thread, through Optuna's heartbeat
+A worker beats for the trials it runs, in a thread, through Optuna's heartbeat
 (``RDBStorage.record_heartbeat``). Every worker also looks, between trials and at each beat,
 for RUNNING trials whose heartbeat is older than the grace period: their worker was killed or
-its machine vanished. :func:`fail_lost_trials` marks such a trial FAIL (one worker wins that
-transition) and queues its params again on the same slot, so the retry resumes from the slot's
-checkpoint. The retry carries its history in user attributes.
+its machine vanished. :func:`fail_lost_trials` fails each such trial (outcome ``lost``) and
+queues its slot again in one transaction (:meth:`tunesvc.storage.StudyQueue.fail_lost`), so the
+retry resumes from the slot's checkpoint; the retry carries its history in user attributes.
 
 Database calls are retried while the database is away (a restart, a failover), for at most
 ``DB_RETRY_S``; a worker that just lost the database fails nobody's trial until it has been
@@ -17,15 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import optuna
 import sqlalchemy
-from optuna.trial import FrozenTrial, TrialState
 
-from tunesvc.storage import attrs
-from tunesvc.storage._heartbeats import heartbeat_ages, running_heartbeats
+from tunesvc.storage import StudyQueue
 
 HEARTBEAT_INTERVAL_S = 10
 """Default seconds between heartbeats; a trial is lost after two intervals without one."""
@@ -33,12 +31,6 @@ MAX_LOST_RETRIES = 3
 """Default number of times a slot is run again after its worker was lost."""
 DB_RETRY_S = 120.0
 """How long a worker keeps retrying a database call while the database is away."""
-ORPHAN_AFTER_S = 30.0
-"""A trial failed as lost (or interrupted) whose retry is still missing this long after the
-grace period past its last heartbeat is an orphan: the worker that failed it died before it
-queued the retry. (That worker queues it at once, or, while the database is away, up to
-``DB_RETRY_S`` later; the retry then queued twice runs once, see ``is_duplicate_retry``.)"""
-
 T = TypeVar("T")
 _logger = logging.getLogger("tunesvc")
 
@@ -114,157 +106,38 @@ def retry_db(
         return result
 
 
-def requeue(
-    study: optuna.Study, trial: FrozenTrial, reason: str, *, health: DatabaseHealth | None = None
-) -> int | None:
-    """Queue ``trial``'s params again on its slot, with the attempt added to the retry history.
-
-    The new trial's number, or the existing retry's when an earlier attempt of this call was
-    committed though its answer was lost (so a slot is never queued twice).
-    """
-    # The params a trial was queued with: a legacy WAITING trial's draw sits in Optuna's
-    # enqueue attribute until it ran (the lazy queue replaces this).
-    params = dict(trial.system_attrs.get("fixed_params") or trial.params)
-    slot = attrs.SLOT.get(trial)
-    history = attrs.RETRY_HISTORY.get(trial) or []
-    history.append(attrs.Attempt(trial.number, reason, attrs.WORKER.get(trial)))
-    user_attrs = dict([attrs.SLOT.item(trial.number if slot is None else slot),
-                       attrs.RETRY_OF.item(trial.number), attrs.RETRY_HISTORY.item(history)])
-    started = time.monotonic()
-    delay = 0.1
-    first = True
-    while True:
-        try:
-            if not first:
-                for t in study.get_trials(deepcopy=False):
-                    if attrs.RETRY_OF.get(t) == trial.number:
-                        return t.number
-            first = False
-            study.enqueue_trial(params, user_attrs=user_attrs)
-            break
-        except Exception as e:
-            if not is_transient(e) or time.monotonic() - started > DB_RETRY_S:
-                raise
-            if health is not None:
-                health.failed()
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-    for t in reversed(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))):
-        if attrs.RETRY_OF.get(t) == trial.number:
-            return t.number
-    return None
-
-
-def lost_attempts(trial: FrozenTrial) -> int:
-    """How many times ``trial``'s slot was lost with its worker before this attempt."""
-    return sum(1 for a in attrs.RETRY_HISTORY.get(trial) or [] if a.reason == "lost")
-
-
-def requeue_lost(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> None:
-    """Run a lost trial again on its slot, at most ``max_retries`` times per slot (as
-    ``optuna.storages.RetryHeartbeatStaleTrialCallback``, but keeping tunesvc's slot, so the
-    retry resumes from the slot's checkpoint)."""
-    if lost_attempts(trial) >= max_retries:
-        _logger.warning("trial %d was lost with its worker; its slot reached the retry "
-                        "limit of %d and is not run again", trial.number, max_retries)
-        return
-    number = requeue(study, trial, "lost")
-    _logger.warning("trial %d was lost with its worker (no heartbeat); queued again as "
-                    "trial %s", trial.number, number)
-
-
-def requeue_orphans(
-    study: optuna.Study,
-    storage: optuna.storages.RDBStorage,
-    trials: list[FrozenTrial],
-    *,
-    grace_s: float,
-    max_retries: int,
-    health: DatabaseHealth | None = None,
-) -> list[int | None]:
-    """Queue the missing retry of every orphaned trial among ``trials`` (the study's, just read;
-    see ``ORPHAN_AFTER_S``): failed as lost by a worker that died before queueing it, or
-    interrupted and failed by one that died before queueing it. The retry limit of lost slots
-    holds. A retry queued twice (this sweep racing the late worker) is caught when claimed: see
-    ``is_duplicate_retry``.
-    """
-    retried = {attrs.RETRY_OF.get(t) for t in trials}
-    candidates = {
-        t.number: t for t in trials
-        if t.state == TrialState.FAIL
-        and attrs.OUTCOME.get(t) in (None, "interrupted")
-        and t.number not in retried
-    }
-    if not candidates:
-        return []
-    ids = {storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(study.study_name), n): n for n in candidates}
-    ages = heartbeat_ages(storage, list(ids))
-    queued: list[int | None] = []
-    for trial_id, number in ids.items():
-        t = candidates[number]
-        age = ages.get(trial_id)
-        if age is None or age < grace_s + ORPHAN_AFTER_S:
-            continue
-        reason = "interrupted" if attrs.OUTCOME.get(t) == "interrupted" else "lost"
-        if reason == "lost" and lost_attempts(t) >= max_retries:
-            continue
-        number_queued = requeue(study, t, reason, health=health)
-        _logger.warning("trial %d was failed (%s) by a worker that died before queueing its "
-                        "retry; queued again as trial %s", t.number, reason, number_queued)
-        queued.append(number_queued)
-    return queued
-
-
-def is_duplicate_retry(study: optuna.Study, trial: FrozenTrial) -> bool:
-    """Whether ``trial`` retries a trial that an earlier-numbered trial already retries: of two
-    retries of one attempt, the lower number runs, whoever claims first."""
-    retry_of = attrs.RETRY_OF.get(trial)
-    if retry_of is None:
-        return False
-    return any(
-        attrs.RETRY_OF.get(t) == retry_of and t.number < trial.number
-        for t in study.get_trials(deepcopy=False)
-    )
-
-
 def fail_lost_trials(
-    storage: optuna.storages.RDBStorage,
-    study: optuna.Study,
-    study_id: int,
-    *,
-    grace_s: float,
-    max_retries: int,
-    health: DatabaseHealth,
+    queue: StudyQueue, *, grace_s: float, max_retries: int, health: DatabaseHealth
 ) -> None:
     """Fail the study's RUNNING trials whose heartbeat is older than ``grace_s`` (their worker
-    died), and queue each again on its slot (:func:`requeue_lost`). Of several workers that see
-    the same stale trial, the one whose FAIL lands queues it. Skipped while this worker's own
-    database access has not settled after an outage."""
+    died), each with its retry queued on its slot unless the slot was lost ``max_retries``
+    times (:meth:`StudyQueue.fail_lost`). Skipped while this worker's own database access has
+    not settled after an outage."""
     if not health.settled():
         return
     try:
-        for trial_id, (_number, age) in running_heartbeats(storage, study_id).items():
-            if age is None or age <= grace_s:
-                continue  # beating, or never beat: not a tunesvc worker's trial
-            try:
-                won = storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # another worker failed it, or its own worker finished it meanwhile
-            if won:
-                requeue_lost(study, storage.get_trial(trial_id), max_retries)
+        lost = queue.fail_lost(grace_s, max_retries)
     except Exception as e:
         if not is_transient(e):
             raise
         health.failed()
+        return
+    for trial in lost:
+        if trial.retry is None:
+            _logger.warning("trial %d was lost with its worker; its slot reached the retry "
+                            "limit of %d and is not run again", trial.number, max_retries)
+        else:
+            _logger.warning("trial %d was lost with its worker (no heartbeat); queued again as "
+                            "trial %d", trial.number, trial.retry.number)
 
 
 class Heartbeat:
-    """Beat for one running trial in a thread, and look for lost trials of other workers.
+    """Beat for the trials this worker runs, in a thread, and look for lost trials of other
+    workers at each beat. The set of trials may change while it beats (a population).
 
     Example::
 
-        with Heartbeat(storage, trial_id, study, study_id, interval_s=10, health=health,
+        with Heartbeat(storage, queue, [trial_id], interval_s=10, health=health,
                        max_retries=3):
             train()
     """
@@ -272,23 +145,30 @@ class Heartbeat:
     def __init__(
         self,
         storage: optuna.storages.RDBStorage,
-        trial_id: int,
-        study: optuna.Study,
-        study_id: int,
+        queue: StudyQueue,
+        trial_ids: Iterable[int],
         *,
         interval_s: float,
         health: DatabaseHealth,
         max_retries: int,
     ) -> None:
         self._storage = storage
-        self._trial_id = trial_id
-        self._study = study
-        self._study_id = study_id
+        self._queue = queue
+        self._trial_ids = set(trial_ids)
+        self._lock = threading.Lock()
         self._interval_s = interval_s
         self._health = health
         self._max_retries = max_retries
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tunesvc-heartbeat", daemon=True)
+
+    def add(self, trial_id: int) -> None:
+        with self._lock:
+            self._trial_ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._trial_ids.discard(trial_id)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -300,13 +180,15 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
+            with self._lock:
+                trial_ids = sorted(self._trial_ids)
             try:
-                self._storage.record_heartbeat(self._trial_id)
+                for trial_id in trial_ids:
+                    self._storage.record_heartbeat(trial_id)
                 self._health.succeeded()
-                fail_lost_trials(self._storage, self._study, self._study_id,
-                                 grace_s=2 * self._interval_s, max_retries=self._max_retries,
-                                 health=self._health)
+                fail_lost_trials(self._queue, grace_s=2 * self._interval_s,
+                                 max_retries=self._max_retries, health=self._health)
             except Exception as e:  # a beat that failed is retried at the next one
                 self._health.failed()
                 if not is_transient(e):
-                    _logger.warning("heartbeat of trial id %d failed: %s", self._trial_id, e)
+                    _logger.warning("heartbeat of trial ids %s failed: %s", trial_ids, e)

@@ -19,12 +19,13 @@ from types import FrameType
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from tunesvc._errors import ObjectiveError, SpecError, StudyNotFoundError
 from tunesvc.pruning import make_pruner
-from tunesvc.spec import ResolvedStudy, resolve_objective, resolve_study
+from tunesvc.spec import Plan, ResolvedStudy, resolve_objective, resolve_study
 from tunesvc.storage import (
+    StudyQueue,
+    StudyReads,
     StudyRef,
     artifacts_dir,
     attrs,
@@ -119,11 +120,13 @@ def open_context(
     device = options.device or spec.device
     gpus = visible_gpus() if device in ("auto", "cuda") else 0
     health = DatabaseHealth(grace_s=2 * options.heartbeat_s)
+    reads = StudyReads(storage, study_id)
     board = None
     if isinstance(study.pruner, CurvePruner):
-        board = Board(study.pruner, _finished_reader(storage, study_id), health)
+        board = Board(study.pruner, _finished_reader(reads), health)
     return TrialContext(
         study=study, storage=storage, study_id=study_id, resolved=resolved,
+        queue=StudyQueue(storage, study_id), reads=reads, plan=Plan.from_spec(resolved.spec),
         study_dir=study_folder(artifacts_dir(url), study, study_id),
         device=worker_devices(device, options.workers, gpus)[options.index],
         worker=options.index, heartbeat_s=options.heartbeat_s,
@@ -133,16 +136,12 @@ def open_context(
     )
 
 
-def _finished_reader(storage: optuna.storages.RDBStorage, study_id: int) -> Reader:
-    """What the board reads: the study's finished trials it has not seen yet."""
+def _finished_reader(reads: StudyReads) -> Reader:
+    """What the board reads: the study's trials finished since the last read, never more."""
 
-    def read(seen: Any) -> tuple[list[Finished], Any]:
-        known: frozenset[int] = seen or frozenset()
-        finished = storage.get_all_trials(study_id, deepcopy=False,
-                                          states=(TrialState.COMPLETE, TrialState.PRUNED))
-        new: list[Finished] = [(t.number, t.state, t.intermediate_values) for t in finished
-                               if t.number not in known]
-        return new, known | {number for number, _, _ in new}
+    def read(cursor: Any) -> tuple[list[Finished], Any]:
+        rows, after = reads.finished_since(cursor)
+        return [(r.number, r.state, r.intermediate_values) for r in rows], after
 
     return read
 
@@ -162,9 +161,9 @@ def work(
     again and KeyboardInterrupt is raised)."""
     with storage_errors(url):
         ctx = open_context(storage, name, url, options, on_event=on_event)
-        waiting = ctx.study.get_trials(deepcopy=False,
-                                       states=(optuna.trial.TrialState.WAITING,))
-        if not waiting and not others_running(ctx):
+        state = ctx.reads.queue_state()
+        queued = (0 if state is None else state.unclaimed) + ctx.reads.counts().get("WAITING", 0)
+        if not queued and not others_running(ctx):
             return WorkerRun([], idle=True)
         with graceful_stop(ctx.stop):
             return WorkerRun(run_loop(ctx, n_trials=options.n_trials, timeout=options.timeout,
@@ -210,8 +209,8 @@ def run_loop(
                 break
             if budget is not None and not budget.take():
                 break
-            trial_id = claim_trial(ctx)
-            if trial_id is None:
+            claim = claim_trial(ctx)
+            if claim is None:
                 if budget is not None:
                     budget.give_back()
                 if not others_running(ctx):
@@ -222,7 +221,7 @@ def run_loop(
                 _sleep(ctx, min(ctx.heartbeat_s, 0.5))
                 continue
             waiting = False
-            result = run_trial(ctx, trial_id)
+            result = run_trial(ctx, claim)
             results.append(result)
             if on_result is not None:
                 on_result(result)

@@ -20,17 +20,18 @@ from optuna.trial import TrialState
 
 from tunesvc._errors import ObjectiveError, StudyNotFoundError, TunesvcError
 from tunesvc.curves import Curves, EpochRecord, diagnose, diagnose_values
-from tunesvc.storage import attrs
+from tunesvc.storage import Claim, attrs
 from tunesvc.worker._context import TrialContext
 from tunesvc.worker._events import TrialResult, WorkerEvent
-from tunesvc.worker._heartbeat import Heartbeat, requeue
+from tunesvc.worker._heartbeat import Heartbeat
+from tunesvc.worker._sampler import SlotSampler
 from tunesvc.worker._trial import SpecTrial
 
 CURVES_EVERY_S = 2.0
 """Least seconds between two writes of a running trial's curves (live views lag this much)."""
 
 
-def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
+def run_trial(ctx: TrialContext, claim: Claim) -> TrialResult:
     """Run one claimed trial to its end and record state, outcome, diagnosis and any error.
 
     Ctrl-C (or a stop request) marks the trial FAIL (``interrupted``), queues its params again
@@ -43,7 +44,7 @@ def run_trial(ctx: TrialContext, trial_id: int) -> TrialResult:
     :class:`StudyNotFoundError`: there is nothing left to record.
     """
     try:
-        return _run_claimed(ctx, trial_id)
+        return _run_claimed(ctx, claim)
     except KeyError:  # Optuna's "Record does not exist.": the trial's study may be gone
         gone = _study_gone(ctx)
         if gone is None:
@@ -81,18 +82,16 @@ def _study_gone(ctx: TrialContext) -> StudyNotFoundError | None:
     return _deleted(name)
 
 
-def _run_claimed(ctx: TrialContext, trial_id: int) -> TrialResult:
-    queued = ctx.retry(lambda: ctx.storage.get_trial(trial_id))
-    slot = attrs.SLOT.get(queued)
-    slot = queued.number if slot is None else slot
-    # Params the spec does not declare are drawn per slot, so they too are the same whichever
-    # worker runs the slot, and the same again on a retry.
-    ctx.study.sampler = optuna.samplers.RandomSampler(seed=ctx.spec.seed * 1_000_003 + slot)
+def _run_claimed(ctx: TrialContext, claim: Claim) -> TrialResult:
+    trial_id, slot = claim.trial_id, claim.slot
+    # The trial suggests its slot's params; the others are drawn per slot, so they too are
+    # the same whichever worker runs the slot, and the same again on a retry.
+    ctx.study.sampler = SlotSampler(claim.params, seed=ctx.spec.seed, slot=slot)
     trial = ctx.retry(lambda: SpecTrial(ctx.study, trial_id, ctx))
     ctx.emit(WorkerEvent("claimed", ctx.worker, trial.number, device=ctx.device,
                          direction=ctx.direction))
     state, outcome, value, error = TrialState.COMPLETE, "completed", None, None
-    with Heartbeat(ctx.storage, trial_id, ctx.study, ctx.study_id, interval_s=ctx.heartbeat_s,
+    with Heartbeat(ctx.storage, ctx.queue, [trial_id], interval_s=ctx.heartbeat_s,
                    health=ctx.health, max_retries=ctx.max_retries):
         try:
             ctx.stop.in_objective = True
@@ -121,9 +120,9 @@ def _run_claimed(ctx: TrialContext, trial_id: int) -> TrialResult:
                 # overfitting or plateaued trial is not a failure: it completes at its best.
                 state, outcome = TrialState.COMPLETE, "early_stopped"
         except KeyboardInterrupt:
-            if _finish(ctx, trial, TrialState.FAIL, "interrupted", None,
-                       "interrupted by the user"):
-                requeue(ctx.study, queued, "interrupted", health=ctx.health)
+            # Failed and queued again in one transaction: no moment leaves its slot unqueued.
+            if _record_end(ctx, trial, "interrupted", "interrupted by the user"):
+                ctx.retry(lambda: ctx.queue.requeue(trial_id, "interrupted", fail_running=True))
             raise
         except optuna.exceptions.UpdateFinishedTrialError:
             return _lost(ctx, trial)
@@ -255,19 +254,7 @@ def _finish(
     error: str | None,
 ) -> bool:
     """Record how the trial ended; False if another worker had already failed it as lost."""
-    try:
-        trial.store_curves()
-        trial.flush()  # every report and curves write is in storage before the state changes
-        trial.set_user_attr(*attrs.OUTCOME.item(outcome))
-        if error is not None:
-            trial.set_user_attr(*attrs.ERROR.item(error))
-        try:
-            _record_diagnosis(trial, ctx)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            raise
-        except Exception as e:  # a diagnosis must never turn a finished trial into a crash
-            trial.set_user_attr(*attrs.DIAGNOSIS_ERROR.item(f"{type(e).__name__}: {e}"))
-    except optuna.exceptions.UpdateFinishedTrialError:
+    if not _record_end(ctx, trial, outcome, error):
         return False
     values = None if value is None else [value]
     tid = trial.trial_id
@@ -282,3 +269,23 @@ def _finish(
             return now.state == state and now.values == values
 
     return bool(ctx.retry(write))
+
+
+def _record_end(ctx: TrialContext, trial: SpecTrial, outcome: str, error: str | None) -> bool:
+    """Everything a finished trial carries but its state: its last reports and curves, outcome,
+    error and diagnosis. False if another worker had already failed it as lost."""
+    try:
+        trial.store_curves()
+        trial.flush()  # every report and curves write is in storage before the state changes
+        trial.set_user_attr(*attrs.OUTCOME.item(outcome))
+        if error is not None:
+            trial.set_user_attr(*attrs.ERROR.item(error))
+        try:
+            _record_diagnosis(trial, ctx)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise
+        except Exception as e:  # a diagnosis must never turn a finished trial into a crash
+            trial.set_user_attr(*attrs.DIAGNOSIS_ERROR.item(f"{type(e).__name__}: {e}"))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True

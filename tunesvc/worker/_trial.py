@@ -44,6 +44,9 @@ class SpecTrial(_Trial):
 
     def __init__(self, study: optuna.Study, trial_id: int, ctx: TrialContext) -> None:
         super().__init__(study, trial_id)
+        # The worker's own storage, not the study's cache of it: the queue created this trial
+        # in SQL, and Optuna's cache records params only for trials it has read.
+        self.storage = ctx.storage
         self._ctx = ctx
         self._tid = trial_id
         self._reported: dict[int, float] = {}

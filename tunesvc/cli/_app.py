@@ -59,6 +59,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Hyperparameter tuning for PyTorch models, on Optuna."""
+    quiet_optuna()
 
 
 def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:

@@ -24,7 +24,6 @@ from tunesvc.cli._app import (
     study_app,
 )
 from tunesvc.cli._progress import ProgressDisplay
-from tunesvc.service import trials_csv
 from tunesvc.spec import NAME_RULE, read_spec_file, spec_from_options
 from tunesvc.storage import redact, resolve_url
 
@@ -206,14 +205,16 @@ def study_trials(
         "--csv", help="Print CSV: number, state, outcome, value, epochs, diagnosis, then one "
         "param_NAME column per param.")] = False,
 ) -> None:
-    """List every trial with state, value, params and diagnosis."""
-    trials = service.list_trials(name, resolve_url(storage))
-    if as_json:
-        print_json([t.to_json() for t in trials])
+    """List every trial with state, value, params and diagnosis (--json and --csv stream, at
+    any size)."""
+    url = resolve_url(storage)
+    if as_json or as_csv:
+        chunks = service.study_trials_csv(name, url) if as_csv else service.trials_json(
+            service.iter_trials(name, url))
+        for chunk in chunks:
+            sys.stdout.write(chunk)
         return
-    if as_csv:
-        typer.echo(trials_csv(trials), nl=False)
-        return
+    trials = service.list_trials(name, url)
     rows = [[str(t.number), t.state, t.outcome or "-", fmt(t.value), str(t.epochs), _label(t),
              _params(t.params)] for t in trials]
     print_table(rows, ["#", "state", "outcome", "value", "epochs", "diagnosis", "params"])

@@ -6,16 +6,35 @@ from __future__ import annotations
 import io
 import math
 from collections import Counter
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from tunesvc.curves import Curves
 from tunesvc.storage import attrs
 
 if TYPE_CHECKING:  # plotly loads when a figure is built: the CLI's start stays fast
     import plotly.graph_objects as go
+
+class TrialLike(Protocol):
+    """What a figure reads of a trial: a ``FrozenTrial``, or a row the storage's reads give."""
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def state(self) -> TrialState: ...
+
+    @property
+    def value(self) -> float | None: ...
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...
+
 
 LR_NAMES = ("lr", "learning_rate")
 WD_NAMES = ("weight_decay", "wd")
@@ -81,7 +100,7 @@ def curves_svg(curves: Curves, title: str) -> bytes:
     return buf.getvalue()
 
 
-def _param_names(trials: Sequence[FrozenTrial]) -> tuple[str | None, str | None]:
+def _param_names(trials: Sequence[TrialLike]) -> tuple[str | None, str | None]:
     names = {n for t in trials for n, v in t.params.items()
              if isinstance(v, int | float) and not isinstance(v, bool)}
     lr = next((n for n in LR_NAMES if n in names), None)
@@ -89,13 +108,13 @@ def _param_names(trials: Sequence[FrozenTrial]) -> tuple[str | None, str | None]
     return lr, wd
 
 
-def _result(t: FrozenTrial) -> str:
+def _result(t: TrialLike) -> str:
     if t.state == TrialState.COMPLETE:
         return "completed"
     return attrs.OUTCOME.get(t) or t.state.name.lower()
 
 
-def lr_wd_figure(trials: Sequence[FrozenTrial], direction: str, metric: str = "value"
+def lr_wd_figure(trials: Sequence[TrialLike], direction: str, metric: str = "value"
                  ) -> go.Figure | None:
     """Learning rate against weight decay, one point per finished trial, coloured by its value;
     pruned, diverged and failed trials as grey crosses. The band where good configurations
@@ -111,12 +130,12 @@ def lr_wd_figure(trials: Sequence[FrozenTrial], direction: str, metric: str = "v
             and math.isfinite(t.value) and lr in t.params]
     others = [t for t in finished if t not in done and lr in t.params]
 
-    def y_of(t: FrozenTrial) -> float | None:
+    def y_of(t: TrialLike) -> float | None:
         if wd is None:
             return t.value if t.value is not None and math.isfinite(t.value) else None
         return float(t.params[wd]) if wd in t.params else None
 
-    def hover(t: FrozenTrial) -> str:
+    def hover(t: TrialLike) -> str:
         diagnosis = attrs.DIAGNOSIS.get(t)
         label = "-" if diagnosis is None else diagnosis.label
         return (f"trial {t.number}<br>{_result(t)}, {metric} {fmt(t.value)}<br>"
@@ -133,7 +152,7 @@ def lr_wd_figure(trials: Sequence[FrozenTrial], direction: str, metric: str = "v
                 "reversescale": direction == "minimize", "showscale": True,
                 "colorbar": {"title": {"text": metric}}, "line": {"width": 1, "color": "#333"}},
     ))
-    by_result: dict[str, list[FrozenTrial]] = {}
+    by_result: dict[str, list[TrialLike]] = {}
     for t in others:
         by_result.setdefault(_result(t), []).append(t)
     symbols = {"pruned": "x", "diverged": "triangle-up", "failed": "x-thin-open"}
@@ -156,11 +175,11 @@ def lr_wd_figure(trials: Sequence[FrozenTrial], direction: str, metric: str = "v
     return fig
 
 
-def diagnoses_figure(trials: Sequence[FrozenTrial]) -> go.Figure | None:
-    """Trials by diagnosis label, one bar per label; ``None`` before any diagnosis."""
+def diagnoses_figure(counts: Mapping[str, int]) -> go.Figure | None:
+    """Trials by diagnosis label (``counts``: see :func:`diagnosis_counts`), one bar per label;
+    ``None`` before any diagnosis."""
     import plotly.graph_objects as go
 
-    counts = diagnosis_counts(trials)
     if not counts:
         return None
     fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), text=list(counts.values()),
@@ -171,7 +190,7 @@ def diagnoses_figure(trials: Sequence[FrozenTrial]) -> go.Figure | None:
 
 
 
-def diagnosis_counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+def diagnosis_counts(trials: Sequence[TrialLike]) -> dict[str, int]:
     """Trials by diagnosis label, most common first."""
     counts = Counter(d.label for d in map(attrs.DIAGNOSIS.get, trials) if d is not None)
     return dict(counts.most_common())

@@ -16,25 +16,23 @@ import json
 import math
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from tunesvc.curves import Curves
 from tunesvc.presentation._figures import (
+    TrialLike,
     curves_figure,
     curves_svg,
     diagnoses_figure,
-    diagnosis_counts,
     fmt,
     lr_wd_figure,
 )
-from tunesvc.storage import StudyRef, attrs
+from tunesvc.storage import StudyReads, StudyRef, attrs
 
 CURVES_ARTIFACT = "learning-curves.svg"
 LR_WD_FIGURE_ID = "tunesvc-lr-vs-weight-decay"
@@ -73,28 +71,73 @@ def trial_note(trial: FrozenTrial, image_url: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def study_note(study_name: str, user_attrs: dict[str, Any], trials: Sequence[FrozenTrial],
-               direction: str) -> str:
+@dataclass(frozen=True)
+class StudyFacts:
+    """What a study's note and report say of it, read by SQL aggregates so that it costs the
+    same at 100,000 trials as at 100: trials by state, by diagnosis label, the best trial, and a
+    sample of finished trials (at most ``FIGURE_TRIALS``) for the figures."""
+
+    counts: dict[str, int]
+    diagnoses: dict[str, int]
+    best: FrozenTrial | None
+    sample: list[TrialLike]
+    total_finished: int
+
+
+FIGURE_TRIALS = 2000
+"""Finished trials a study's figures show at most (the first ones, by number)."""
+TRIAL_NOTES_ALL = 1000
+"""Every trial of a study gets its dashboard note up to this many trials; after that only a
+trial that is the best so far (each note rewrites every note's index in optuna-dashboard, so
+notes cost more as a study grows). Every trial's diagnosis stays in its user attributes."""
+
+
+def study_facts(ref: StudyRef) -> StudyFacts:
+    """:class:`StudyFacts` of the study ``ref`` points at."""
+    reads = StudyReads(ref.storage, ref.study_id)
+    counts = reads.counts()
+    state = reads.queue_state()
+    if state is not None and state.unclaimed:
+        counts["WAITING"] = counts.get("WAITING", 0) + state.unclaimed
+    diagnoses = {str(k): v for k, v in sorted(reads.counts_by_field(
+        attrs.DIAGNOSIS.key, "label").items(), key=lambda kv: -kv[1]) if k is not None}
+    best_row = reads.best(ref.study.direction)
+    best = None if best_row is None else ref.storage.get_trial(best_row.trial_id)
+    sample: list[TrialLike] = []
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    for row in reads.trials((attrs.OUTCOME.key, attrs.DIAGNOSIS.key), states=finished):
+        sample.append(row)
+        if len(sample) >= FIGURE_TRIALS:
+            break
+    total = sum(counts.get(s.name, 0) for s in finished)
+    return StudyFacts(counts, diagnoses, best, sample, total)
+
+
+def study_note(study_name: str, user_attrs: dict[str, Any], facts: StudyFacts) -> str:
     """The Markdown note of a study: stage, parent, counts, best trial, spec."""
     stage = attrs.STAGE.get(user_attrs) or "-"
     parent = attrs.PARENT.get(user_attrs)
-    states = Counter(t.state.name.lower() for t in trials)
+    states = {k.lower(): v for k, v in facts.counts.items()}
     lines = [f"## {study_name}", "",
              f"**Recipe stage:** {stage}", "",
              f"**Parent study:** {parent or '- (none)'}", "",
              f"**Trials:** {', '.join(f'{v} {k}' for k, v in sorted(states.items())) or '-'}",
              ""]
-    counts = diagnosis_counts(trials)
     lines += ["| diagnosis | trials |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in counts.items()] or ["| - | 0 |"]
+    lines += [f"| {k} | {v} |" for k, v in facts.diagnoses.items()] or ["| - | 0 |"]
     lines.append("")
-    best = attrs.best_of(trials, direction)
+    best = facts.best
     if best is not None:
         diagnosis = attrs.DIAGNOSIS.get(best)
         label = "-" if diagnosis is None else diagnosis.label
         params = ", ".join(f"{k} = {fmt(v)}" for k, v in best.params.items())
         lines += [f"**Best:** trial {best.number}, value {fmt(best.value)} ({label}): {params}",
                   ""]
+    if facts.total_finished > len(facts.sample):
+        lines += [f"The figures show the first {len(facts.sample)} of "
+                  f"{facts.total_finished} finished trials. Trials after the first "
+                  f"{TRIAL_NOTES_ALL} get a note when they are the best so far; every trial's "
+                  "diagnosis is in its user attributes and in `tunesvc study trials`.", ""]
     notes = attrs.REFINE_NOTES.get(user_attrs) or []
     lines += [f"- {note}" for note in notes]
     if notes:
@@ -144,22 +187,23 @@ def record_trial_notes(ref: StudyRef, trial_id: int, *, artifacts: Path | None =
     save_note(trial, trial_note(frozen, image_url))
 
 
-def record_study_note(study: optuna.Study) -> None:
+def record_study_note(ref: StudyRef) -> None:
     """Write the study's dashboard note and figures from its trials as they are now."""
     from optuna_dashboard import save_note, save_plotly_graph_object
 
-    trials = study.get_trials(deepcopy=False)
+    study = ref.study
+    facts = study_facts(ref)
     direction = study.direction.name.lower()
     user_attrs = dict(study.user_attrs)
-    save_note(study, study_note(study.study_name, user_attrs, trials, direction))
+    save_note(study, study_note(study.study_name, user_attrs, facts))
     metric = attrs.METRIC.get(user_attrs) or "value"
-    fig = lr_wd_figure(trials, direction, metric)
+    fig = lr_wd_figure(facts.sample, direction, metric)
     if fig is not None:
         save_plotly_graph_object(study, fig, graph_object_id=LR_WD_FIGURE_ID)
-    bars = diagnoses_figure(trials)
+    bars = diagnoses_figure(facts.diagnoses)
     if bars is not None:
         save_plotly_graph_object(study, bars, graph_object_id=DIAGNOSES_FIGURE_ID)
-    best = attrs.best_of(trials, direction)
+    best = facts.best
     curves = attrs.CURVES.get(best) if best is not None else None
     if best is not None and curves is not None and len(curves):
         save_plotly_graph_object(
@@ -170,8 +214,8 @@ def record_study_note(study: optuna.Study) -> None:
 @dataclass
 class DashboardNotes:
     """The worker observer that writes tunesvc's dashboard notes: each finished trial's note
-    and curves figure at once, the study's note and figures at most every
-    ``STUDY_NOTE_EVERY_S`` (they read every trial) and when the worker leaves.
+    and curves figure at once (after ``TRIAL_NOTES_ALL`` trials, only a new best's), the
+    study's note and figures at most every ``STUDY_NOTE_EVERY_S`` and when the worker leaves.
 
     ``artifacts`` is the artifact store's folder (where the figures go).
     """
@@ -180,11 +224,20 @@ class DashboardNotes:
     _study_note_at: float = field(default=-math.inf, repr=False)
 
     def trial_finished(self, ref: StudyRef, trial_id: int) -> None:
-        record_trial_notes(ref, trial_id, artifacts=self.artifacts)
+        frozen = ref.storage.get_trial(trial_id)
+        if frozen.number < TRIAL_NOTES_ALL or self._is_best(ref, frozen):
+            record_trial_notes(ref, trial_id, artifacts=self.artifacts)
         self.study_changed(ref, final=False)
 
     def study_changed(self, ref: StudyRef, *, final: bool) -> None:
         now = time.monotonic()
         if final or now - self._study_note_at >= STUDY_NOTE_EVERY_S:
-            record_study_note(ref.study)
+            record_study_note(ref)
             self._study_note_at = now
+
+    @staticmethod
+    def _is_best(ref: StudyRef, trial: FrozenTrial) -> bool:
+        if trial.state != TrialState.COMPLETE:
+            return False
+        best = StudyReads(ref.storage, ref.study_id).best(ref.study.direction)
+        return best is not None and best.number == trial.number

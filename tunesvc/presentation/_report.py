@@ -102,7 +102,7 @@ def render_report(study: optuna.Study) -> str:
         out.append("<h2>Refined from the parent</h2><ul>"
                    + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     for title, fig in (("Learning rate against weight decay", lr_wd_figure(trials, direction)),
-                       ("Trials by diagnosis", diagnoses_figure(trials))):
+                       ("Trials by diagnosis", diagnoses_figure(diagnosis_counts(trials)))):
         if fig is not None:
             out.append(f"<h2>{title}</h2>")
             out.append(fig.to_html(full_html=False, include_plotlyjs=False))

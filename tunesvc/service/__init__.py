@@ -26,7 +26,9 @@ from tunesvc.service._outputs import (
     ReportResult,
     open_dashboard,
     report_filename,
+    study_trials_csv,
     trials_csv,
+    trials_json,
     write_report,
 )
 from tunesvc.service._recipe import (
@@ -95,7 +97,9 @@ __all__ = [
     "run_study",
     "show_study",
     "row_info",
+    "study_trials_csv",
     "trials_csv",
+    "trials_json",
     "upgrade_storage",
     "with_checked_lr",
     "write_report",

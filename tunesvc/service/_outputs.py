@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from tunesvc._errors import StorageError, TunesvcError
 from tunesvc.presentation import DEFAULT_HOST, DEFAULT_PORT, Dashboard, make_dashboard
 from tunesvc.presentation import render_report as render
 from tunesvc.service._results import TrialInfo
-from tunesvc.service._studies import load_study, opened
+from tunesvc.service._studies import iter_trials, load_study, opened
 from tunesvc.storage import artifacts_dir, open_storage, redact, storage_errors
 
 
@@ -60,23 +61,46 @@ def write_report(name: str, url: str, out_dir: Path | None = None) -> ReportResu
     return ReportResult(name, path, count)
 
 
-def trials_csv(trials: Sequence[TrialInfo]) -> str:
-    """``trials`` as CSV text: number, state, outcome, value, epochs, the diagnosis label, then
+def trials_csv(trials: Iterable[TrialInfo], params: Sequence[str] | None = None
+               ) -> Iterator[str]:
+    """``trials`` as CSV lines: number, state, outcome, value, epochs, the diagnosis label, then
     one column per param (``param_NAME``, empty where a trial has none), as sweep tools export
-    them.
+    them. ``params`` names the param columns (else the trials' params, which are then read
+    into memory first).
 
-    >>> print(trials_csv([TrialInfo(0, "COMPLETE", 0.9, {"lr": 0.01})]), end="")
+    >>> print("".join(trials_csv([TrialInfo(0, "COMPLETE", 0.9, {"lr": 0.01})])), end="")
     number,state,outcome,value,epochs,diagnosis,param_lr
     0,COMPLETE,,0.9,0,,0.01
     """
-    names = sorted({name for t in trials for name in t.params})
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["number", "state", "outcome", "value", "epochs", "diagnosis",
-                     *(f"param_{n}" for n in names)])
+    if params is None:
+        trials = list(trials)
+        params = sorted({name for t in trials for name in t.params})
+    yield _csv_line(["number", "state", "outcome", "value", "epochs", "diagnosis",
+                     *(f"param_{n}" for n in params)])
     for t in trials:
-        writer.writerow([t.number, t.state, t.outcome or "", "" if t.value is None else t.value,
-                         t.epochs, t.label or "", *(_cell(t.params.get(n)) for n in names)])
+        yield _csv_line([t.number, t.state, t.outcome or "",
+                         "" if t.value is None else t.value, t.epochs, t.label or "",
+                         *(_cell(t.params.get(n)) for n in params)])
+
+
+def study_trials_csv(name: str, url: str) -> Iterator[str]:
+    """Study ``name``'s trials as CSV lines (:func:`trials_csv`), streamed in two passes over
+    the study (the first finds the param names), so memory stays flat at any size."""
+    names = sorted({n for t in iter_trials(name, url) for n in t.params})
+    return trials_csv(iter_trials(name, url), names)
+
+
+def trials_json(trials: Iterable[TrialInfo]) -> Iterator[str]:
+    """``trials`` as one JSON array, a trial per chunk, so it streams at any size."""
+    yield "["
+    for i, t in enumerate(trials):
+        yield ("" if i == 0 else ",") + "\n  " + json.dumps(t.to_json(), default=str)
+    yield "\n]\n"
+
+
+def _csv_line(cells: list[Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(cells)
     return out.getvalue()
 
 

@@ -255,7 +255,14 @@ def best_trial(name: str, url: str) -> TrialInfo:
 
 def iter_trials(name: str, url: str) -> Iterator[TrialInfo]:
     """Every trial of ``name``, by number, read a page at a time (memory stays flat however
-    many trials the study holds). A queued retry shows its slot's params."""
+    many trials the study holds). A queued retry shows its slot's params. A missing study or
+    storage raises here, before anything is read."""
+    with opened(url) as storage:
+        load_study(storage, name, url)
+    return _stream_trials(name, url)
+
+
+def _stream_trials(name: str, url: str) -> Iterator[TrialInfo]:
     with opened(url) as storage:
         study = load_study(storage, name, url)
         spec = attrs.SPEC.get(study)

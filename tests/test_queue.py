@@ -401,19 +401,21 @@ def test_orphans_are_found_by_one_query_and_queued_once(db_url: str) -> None:
     plan = _grid()
     storage, study_id = _new_study(db_url, plan=plan)
     queue = StudyQueue(storage, study_id)
-    claims = [queue.claim(plan, {"pid": i}) for i in range(5)]
+    claims = [queue.claim(plan, {"pid": i}) for i in range(6)]
     assert all(claims)
-    lost, interrupted, failed, young, done = (c for c in claims if c is not None)
+    lost, interrupted, failed, young, done, marked = (c for c in claims if c is not None)
     storage.set_trial_user_attr(interrupted.trial_id, OUTCOME_ATTR, "interrupted")
+    storage.set_trial_user_attr(marked.trial_id, OUTCOME_ATTR, "lost")  # its requeue never ran
     storage.set_trial_user_attr(failed.trial_id, OUTCOME_ATTR, "failed")  # the objective raised
-    for c in (lost, interrupted, failed, young):
+    for c in (lost, interrupted, failed, young, marked):
         storage.set_trial_state_values(c.trial_id, TrialState.FAIL)
     storage.set_trial_state_values(done.trial_id, TrialState.COMPLETE, [1.0])
-    for c in (lost, interrupted, failed, done):
+    for c in (lost, interrupted, failed, done, marked):
         _age_heartbeat(storage, c.trial_id, 600)
     found = queue.orphans(min_age_s=300, max_lost_retries=3)
     assert [(o.number, o.reason) for o in found] == [(lost.number, "lost"),
-                                                     (interrupted.number, "interrupted")]
+                                                     (interrupted.number, "interrupted"),
+                                                     (marked.number, "lost")]
     assert all(o.heartbeat_age_s >= 600 for o in found)
     limited = queue.orphans(min_age_s=300, max_lost_retries=0)  # lost ones: at the limit
     assert [o.number for o in limited] == [interrupted.number]

@@ -62,6 +62,8 @@ WORKER_ATTR = attrs.WORKER.key
 OUTCOME_ATTR = attrs.OUTCOME.key
 
 _UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
+ORPHANED = attrs.RETRIED_OUTCOMES
+"""Outcomes of a failed trial whose slot must run again (``lost``, ``interrupted``)."""
 
 
 class TrialValueType(enum.Enum):
@@ -654,7 +656,8 @@ class StudyQueue:
         return [(int(t), int(n)) for t, n, beat in rows if heartbeat_age(now, beat) > grace_s]
 
     def orphans(self, min_age_s: float, max_lost_retries: int) -> list[Orphan]:
-        """Trials failed as lost (no outcome) or ``interrupted`` whose retry was never queued,
+        """Trials failed as lost (outcome ``lost``, or none: failed by Optuna's stale-trial
+        check or an older tunesvc) or ``interrupted`` whose retry was never queued,
         whose last heartbeat is at least ``min_age_s`` old, and whose slot is under the limit
         of lost attempts: one query. Queue each with :meth:`requeue` (idempotent).
 
@@ -679,7 +682,7 @@ class StudyQueue:
             .where(trials.c.study_id == self.study_id, trials.c.state == TrialState.FAIL,
                    marked.c.trial_user_attribute_id.is_(None),
                    sa.or_(outcome.c.value_json.is_(None),
-                          outcome.c.value_json == json.dumps("interrupted")))
+                          outcome.c.value_json.in_([json.dumps(o) for o in ORPHANED])))
             .order_by(trials.c.trial_id)
         )
         with self.engine.connect() as conn:
@@ -688,7 +691,7 @@ class StudyQueue:
         found = []
         for row in rows:
             age = heartbeat_age(now, row.heartbeat)
-            reason = "lost" if row.outcome is None else "interrupted"
+            reason = "interrupted" if row.outcome == json.dumps("interrupted") else "lost"
             attempts = _lost_attempts(None if row.history is None else json.loads(row.history))
             if age < min_age_s or (reason == "lost" and attempts >= max_lost_retries):
                 continue

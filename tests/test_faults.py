@@ -115,10 +115,11 @@ def test_sigkill_worker_mid_trial_is_retried(pg_url: str, tmp_path: Path) -> Non
     trials = assert_every_cell_complete_once(pg_url, "kill")
     assert len(trials) == 17  # 16 cells + the one retry
     (lost,) = [t for t in trials if t.state == "FAIL"]
-    assert lost.number == victim_trial
-    retry = optuna.load_study(study_name="kill", storage=pg_url).trials[-1]
-    assert retry.user_attrs["retry_of"] == victim_trial
-    assert retry.user_attrs["slot"] == victim_trial  # slots are the grid order
+    assert lost.number == victim_trial and lost.outcome == "lost"
+    frozen = optuna.load_study(study_name="kill", storage=pg_url).trials
+    (retry,) = [t for t in frozen if t.user_attrs.get("retry_of") == victim_trial]
+    assert retry.user_attrs["slot"] == frozen[victim_trial].user_attrs["slot"]
+    assert frozen[victim_trial].user_attrs["retried_as"] == retry.number
     assert [h["reason"] for h in retry.user_attrs["retry_history"]] == ["lost"]
     assert retry.user_attrs["retry_history"][0]["worker"]["pid"] == victim_pid
     assert retry.state.name == "COMPLETE" and retry.params == lost.params
@@ -136,11 +137,18 @@ def test_sigterm_requeues_and_leaves_nothing_running(
     assert code == 130, err
     trials = service.list_trials("term", pg_url)
     states = Counter(t.state for t in trials)
-    assert states == {"FAIL": int(workers), "WAITING": 4}, states
+    # Each interrupted cell is queued again (a trial each); the cells never started are
+    # queued slots (no trial yet): 4 cells still to run, none lost.
+    assert states == {"FAIL": int(workers), "WAITING": int(workers)}, states
+    assert service.show_study("term", pg_url).summary.counts == {
+        "FAIL": int(workers), "WAITING": 4}
     assert {t.outcome for t in trials if t.state == "FAIL"} == {"interrupted"}
-    # Each interrupted cell is queued again: 4 distinct cells still to run, none lost.
-    waiting = {(t.params["x"], t.params["y"]) for t in trials if t.state == "WAITING"}
-    assert waiting == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    retried = {(t.params["x"], t.params["y"]) for t in trials if t.state == "WAITING"}
+    assert retried == {(t.params["x"], t.params["y"]) for t in trials if t.state == "FAIL"}
+    service.run_study("term", pg_url)
+    done = [(t.params["x"], t.params["y"]) for t in service.list_trials("term", pg_url)
+            if t.state == "COMPLETE"]
+    assert sorted(done) == [(0, 0), (0, 1), (1, 0), (1, 1)]
 
 
 def test_killing_the_parent_of_a_pool_loses_no_cell(storage_url: str, tmp_path: Path) -> None:

@@ -158,9 +158,10 @@ def _lose_trial_0(url: str, name: str) -> None:
     where = attrs.Where("gone-host", 4242, "cpu", 0)
     claim = queue.claim(Plan.from_spec(attrs.study_spec(study, name)), where.to_json())
     assert claim is not None and claim.number == 0
-    for step in range(3):
+    for step in range(1, 4):
         storage.set_trial_intermediate_value(claim.trial_id, step, float(step))
-    time.sleep(0.05)  # its last heartbeat is now older than the grace period below
+    time.sleep(1.1)  # its last heartbeat is now older than the grace period below (SQLite's
+    # clock has whole seconds)
     (lost,) = queue.fail_lost(grace_s=0.01, max_lost_retries=3)
     assert lost.number == 0 and lost.retry is not None
     storage.engine.dispose()
@@ -176,7 +177,7 @@ def test_a_lost_trial_says_so_and_its_slot_counts_once(storage_url: str) -> None
     assert [(t.number, t.state) for t in trials] == [
         (0, "FAIL"), (1, "COMPLETE"), (2, "COMPLETE"), (3, "COMPLETE")]
     lost = trials[0]
-    assert lost.outcome == "lost" and lost.epochs == 3
+    assert lost.outcome == "lost" and lost.epochs == 3  # its last reported epoch
     assert lost.error == ("lost: its worker (pid 4242 on gone-host) stopped sending heartbeats; "
                           "its slot ran again as trial 1")
     summary = service.show_study("lost", storage_url).summary

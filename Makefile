@@ -39,6 +39,7 @@ demo: install
 	$(BIN)/tunesvc study best demo
 
 bench: install services
+	$(BIN)/pip install --quiet -e ".[test,bench]"
 	$(BIN)/python tests/benchmarks/run_all.py
 
 dashboard: install

@@ -261,3 +261,64 @@ def test_retried_trial_resumes_from_checkpoint(sqlite_url: str, tmp_path: Path) 
     assert curves["epoch"] == list(range(31))
     # The epochs trained before the kill come from the checkpoint, wall times and all.
     assert curves["seconds"][:done] == saved["curves"]["seconds"][:done]
+
+
+BIG = 10_000
+
+
+def big_study(url: str, name: str, left: int) -> None:
+    """A random study over the slow objective whose first 10,000 trials have finished (written
+    in bulk, as workers would have left them) and ``left`` slots are still queued."""
+    from bulk_trials import fill_finished
+    from optuna.distributions import IntDistribution
+
+    spec = parse_spec_dict({"objective": SLOW, "sampler": "random", "n_trials": BIG + left,
+                            "params": {"x": {"low": 0, "high": 3}, "y": {"low": 0, "high": 3}}})
+    service.create_study(name, spec, url)
+    storage = optuna.storages.RDBStorage(url)
+    fill_finished(storage, storage.get_study_id_from_name(name), BIG, budget=BIG + left,
+                  distributions={"x": IntDistribution(0, 3), "y": IntDistribution(0, 3)})
+    storage.engine.dispose()
+
+
+def test_sigkill_and_sigterm_in_a_study_of_10000_trials(pg_url: str, tmp_path: Path) -> None:
+    """The fault tests' promises hold on a big study: 10,000 finished trials, 8 slots left.
+    Three workers; one is SIGKILLed mid-trial and its trial retried on its slot; then SIGTERM
+    stops the run with nothing RUNNING; a last run completes every slot exactly once."""
+    big_study(pg_url, "big", left=8)
+    proc = start(pg_url, "big", tmp_path, "--workers", "3", steps=40, step_s=0.1)
+    wait_for(lambda: len({pid for pid, _ in marked(tmp_path)}) >= 2, 60, "two busy workers")
+    victim_pid, victim_trial = marked(tmp_path)[0]
+    os.kill(victim_pid, signal.SIGKILL)
+    storage = optuna.storages.RDBStorage(pg_url)
+    study_id = storage.get_study_id_from_name("big")
+
+    def new_trials(*states: optuna.trial.TrialState) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in storage.get_all_trials(study_id, deepcopy=False, states=states)
+                if t.number >= BIG]
+
+    wait_for(lambda: any(t.user_attrs.get("outcome") == "lost"
+                         for t in new_trials(optuna.trial.TrialState.FAIL)),
+             60, "the killed worker's trial to be failed as lost")
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = finish(proc, 60)
+    assert code == 130, err
+    assert not new_trials(optuna.trial.TrialState.RUNNING)
+    code, out, err = finish(start(pg_url, "big", tmp_path, steps=2, step_s=0.01), 120)
+    assert code == 0, err
+    done = new_trials(optuna.trial.TrialState.COMPLETE)
+    assert sorted(t.user_attrs["slot"] for t in done) == list(range(BIG, BIG + 8))
+    (lost,) = [t for t in new_trials(optuna.trial.TrialState.FAIL)
+               if t.user_attrs["outcome"] == "lost"]
+    assert lost.number == victim_trial
+    (retry,) = [t for t in done if t.user_attrs["slot"] == lost.user_attrs["slot"]]
+    assert retry.params == lost.params
+    by_number = {t.number: t for t in new_trials(*optuna.trial.TrialState)}
+    chain = [retry.number]  # the retry may itself have been interrupted by SIGTERM and retried
+    while chain[-1] != victim_trial:
+        chain.append(by_number[chain[-1]].user_attrs["retry_of"])
+    assert all(by_number[n].user_attrs["slot"] == lost.user_attrs["slot"] for n in chain)
+    assert not new_trials(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    summary = service.show_study("big", pg_url).summary
+    assert (summary.done, summary.planned) == (BIG + 8, BIG + 8)
+    storage.engine.dispose()

@@ -47,7 +47,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,26 +55,29 @@ import sqlalchemy as sa
 from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
-    distribution_to_json,
 )
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bulk_trials import curves, diagnosis, fill_finished  # noqa: E402
 
 from tunesvc.spec import parse_spec_dict  # noqa: E402
 from tunesvc.spec._plan import Plan  # noqa: E402
 from tunesvc.storage import _queue as q  # noqa: E402
 from tunesvc.storage import open_storage  # noqa: E402
-from tunesvc.storage._queue import QueueState, StudyQueue  # noqa: E402
+from tunesvc.storage._queue import StudyQueue  # noqa: E402
 from tunesvc.storage._reads import StudyReads, counts_by_state  # noqa: E402
 
 PG = os.environ.get("TUNESVC_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SPEC = {"objective": "x", "sampler": "random", "direction": "maximize", "seed": 0, "params": {
     "lr": {"low": 1e-4, "high": 1e-1, "log": True}, "dropout": {"low": 0.0, "high": 0.5},
     "hidden": {"values": [64, 128, 256]}}}
-LABELS = ["healthy", "plateau", "overfitting", "underfitting", "diverged", "bad_init"]
+DISTRIBUTIONS = {"lr": FloatDistribution(1e-4, 1e-1, log=True),
+                 "dropout": FloatDistribution(0.0, 0.5),
+                 "hidden": CategoricalDistribution([64, 128, 256])}
 KEYS = ("outcome", "diagnosis", "error", "slot", "retry_of")
-BATCH = 2000
 WAIT_S = 1800.0
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -83,21 +85,6 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 def _rss_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _curves(rng: random.Random, epochs: int = 20) -> dict[str, list[float]]:
-    """About 3 KB of JSON, like a 20-epoch trial's curves."""
-    out: dict[str, list[float]] = {"epoch": list(range(epochs + 1))}
-    for name in ("train_loss", "val_loss", "train_acc", "val_acc", "lr", "seconds"):
-        out[name] = [round(rng.random(), 6) for _ in range(epochs + 1)]
-    return out
-
-
-def _diagnosis(rng: random.Random, label: str) -> dict[str, Any]:
-    return {"label": label, "reason": "validation loss flat for 6 epochs at a constant LR",
-            "epoch": rng.randrange(20), "evidence": {"flat_epochs": 6, "rel_change": 0.001,
-                                                      "best_val": rng.random()},
-            "advice": "use LR decay (cosine or step) so the model settles further"}
 
 
 # --- building studies -------------------------------------------------------------------------
@@ -111,70 +98,7 @@ def _new_study(storage: optuna.storages.RDBStorage, name: str) -> int:
 
 def _fill(storage: optuna.storages.RDBStorage, study_id: int, n: int, budget: int) -> None:
     """``n`` finished trials in bulk, then the queue's state as if the queue had made them."""
-    engine = storage.engine
-    rng = random.Random(0)
-    dists = {"lr": distribution_to_json(FloatDistribution(1e-4, 1e-1, log=True)),
-             "dropout": distribution_to_json(FloatDistribution(0.0, 0.5)),
-             "hidden": distribution_to_json(CategoricalDistribution([64, 128, 256]))}
-    with engine.connect() as conn:
-        base = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(q.trials.c.trial_id), 0)))
-                   .scalar_one())
-    start = datetime(2026, 1, 1)
-    for lo in range(0, n, BATCH):
-        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (
-            "trials", "values", "params", "iv", "attrs", "beats")}
-        for number in range(lo, min(n, lo + BATCH)):
-            trial_id = base + 1 + number
-            roll = rng.random()
-            state = (TrialState.COMPLETE if roll < 0.7 else TrialState.PRUNED if roll < 0.95
-                     else TrialState.FAIL)
-            outcome = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned",
-                       TrialState.FAIL: "failed"}[state]
-            label = rng.choice(LABELS)
-            began = start + timedelta(seconds=number)
-            rows["trials"].append({"trial_id": trial_id, "number": number, "study_id": study_id,
-                                   "state": state, "datetime_start": began,
-                                   "datetime_complete": began + timedelta(seconds=30)})
-            if state == TrialState.COMPLETE:
-                rows["values"].append({"trial_id": trial_id, "objective": 0,
-                                       "value": rng.random(),
-                                       "value_type": q.TrialValueType.FINITE})
-            rows["params"] += [
-                {"trial_id": trial_id, "param_name": "lr",
-                 "param_value": 10 ** rng.uniform(-4, -1), "distribution_json": dists["lr"]},
-                {"trial_id": trial_id, "param_name": "dropout", "param_value": rng.random() / 2,
-                 "distribution_json": dists["dropout"]},
-                {"trial_id": trial_id, "param_name": "hidden",
-                 "param_value": float(rng.randrange(3)), "distribution_json": dists["hidden"]}]
-            rows["iv"] += [{"trial_id": trial_id, "step": step,
-                            "intermediate_value": rng.random(),
-                            "intermediate_value_type": q.TrialIntermediateValueType.FINITE}
-                           for step in range(3)]
-            attrs = {"slot": number, "worker": {"host": "bench", "pid": 1, "device": "cpu",
-                                                "worker": 0},
-                     "outcome": outcome, "diagnosis": _diagnosis(rng, label), "label": label,
-                     "curves": _curves(rng)}
-            rows["attrs"] += [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                              for k, v in attrs.items()]
-            rows["beats"].append({"trial_id": trial_id, "heartbeat": began})
-        with engine.begin() as conn:
-            conn.execute(q.trials.insert(), rows["trials"])
-            if rows["values"]:
-                conn.execute(q.trial_values.insert(), rows["values"])
-            conn.execute(q.trial_params.insert(), rows["params"])
-            conn.execute(q.trial_intermediate_values.insert(), rows["iv"])
-            conn.execute(q.trial_user_attributes.insert(), rows["attrs"])
-            conn.execute(q.trial_heartbeats.insert(), rows["beats"])
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('trials', 'trial_id'), "
-                                 "(SELECT max(trial_id) FROM trials))")
-            conn.exec_driver_sql("ANALYZE")
-        last = base + n
-        state = QueueState(budget=budget, next_slot=n, last_id=last, last_number=n - 1,
-                           low=last + 1)
-        conn.execute(q.study_system_attributes.insert().values(
-            study_id=study_id, key=q.QUEUE_ATTR, value_json=json.dumps(state.to_json())))
+    fill_finished(storage, study_id, n, budget=budget, distributions=DISTRIBUTIONS)
 
 
 # --- workers (spawned processes) --------------------------------------------------------------
@@ -183,8 +107,8 @@ def _fill(storage: optuna.storages.RDBStorage, study_id: int, n: int, budget: in
 def _trial_attrs(rng: random.Random) -> dict[str, Any]:
     """What a finished trial writes besides its reports, tunesvc's and plain Optuna's alike
     (``label`` beside ``diagnosis``: what the "labels: attr" read counts)."""
-    return {"curves": _curves(rng), "outcome": "completed",
-            "diagnosis": _diagnosis(rng, "healthy"), "label": "healthy"}
+    return {"curves": curves(rng), "outcome": "completed",
+            "diagnosis": diagnosis(rng, "healthy"), "label": "healthy"}
 
 
 def _trial_writes(
@@ -243,6 +167,72 @@ def _optuna_worker(url: str, name: str, k: int, go: Any, out: Any) -> None:
         times.append(time.perf_counter() - t0)
     out.put({"first": times[0], "times": times[1:], "rss": _rss_peak_mb()})
     storage.engine.dispose()
+
+
+def _service_worker(url: str, name: str, k: int, go: Any, out: Any) -> None:
+    """tunesvc's real worker path, as `tunesvc study run NAME --n-trials K` runs it: the plain
+    objective of scale_objective.py, the study's pruner and board, heartbeats, diagnoses,
+    dashboard notes. Per trial: the time between two finished trials as the worker reports them
+    (the objective itself takes microseconds)."""
+    from tunesvc import service
+
+    go.wait(WAIT_S)
+    stamps = [time.perf_counter()]
+    service.run_study(name, url, n_trials=k, on_result=lambda _: stamps.append(
+        time.perf_counter()))
+    times = [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # after the first
+    out.put({"first": stamps[1] - stamps[0], "times": times, "rss": _rss_peak_mb()})
+
+
+def _optimize_worker(url: str, name: str, k: int, go: Any, out: Any) -> None:
+    """Plain Optuna's real path on the same storage: ``study.optimize`` of the same objective
+    (random sampler, no pruner), timed between trials by a callback."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from scale_objective import objective
+
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.load_study(study_name=name, storage=storage,
+                              sampler=optuna.samplers.RandomSampler(seed=os.getpid()))
+    go.wait(WAIT_S)
+    stamps = [time.perf_counter()]
+    study.optimize(objective, n_trials=k + 1,
+                   callbacks=[lambda *_: stamps.append(time.perf_counter())])
+    times = [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]
+    out.put({"first": stamps[1] - stamps[0], "times": times, "rss": _rss_peak_mb()})
+    storage.engine.dispose()
+
+
+def measure_worker(backend: str, n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The worker path at N queued and N finished: tunesvc's `study run` against plain
+    Optuna's `study.optimize` on the same storage."""
+    from tunesvc import service
+
+    k = args.worker_trials
+    row: dict[str, Any] = {"backend": backend, "n": n}
+    spec = {**{key: v for key, v in SPEC.items() if key != "objective"},
+            "objective": "tests/benchmarks/scale_objective.py:objective"}
+    with _database(backend, tmp) as url:
+        t0 = time.perf_counter()
+        service.create_study("queued", parse_spec_dict({**spec, "n_trials": n}), url)
+        row["create"] = time.perf_counter() - t0
+        [queued] = _run([(_service_worker, (url, "queued", k))])
+        row["queued"] = statistics.median(queued["times"]) * 1000
+        service.create_study("finished", parse_spec_dict({**spec, "n_trials": n + k + 5}), url)
+        storage = open_storage(url)
+        _fill(storage, storage.get_study_id_from_name("finished"), n, budget=n + k + 5)
+        [done] = _run([(_service_worker, (url, "finished", k))])
+        row["finished"] = statistics.median(done["times"]) * 1000
+        row["first"] = done["first"]
+        row["rss"] = done["rss"]
+        [plain] = _run([(_optimize_worker, (url, "finished", k))])
+        row["optuna"] = statistics.median(plain["times"]) * 1000
+        row["optuna_first"] = plain["first"]
+        row["optuna_rss"] = plain["rss"]
+        t0 = time.perf_counter()
+        service.show_study("finished", url)
+        row["show"] = time.perf_counter() - t0
+        storage.engine.dispose()
+    return row
 
 
 def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
@@ -426,6 +416,20 @@ def print_tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     _table(rows, cols)
 
 
+def print_worker_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    print(f"\nThrough the real worker, median ms per trial over {args.worker_trials} trials: "
+          "`service.create_study` of N (s), `service.run_study` with N queued and with N "
+          "finished (its first trial in s: loading the study, the objective, the board's first "
+          "read), plain Optuna `study.optimize` of the same objective on the same study; "
+          "`service.show_study` at N finished (s); peak RSS in MB.\n")
+    cols = [("create s", "create", ".3f"), ("queued", "queued", ".1f"),
+            ("finished", "finished", ".1f"), ("1st trial s", "first", ".2f"),
+            ("Optuna optimize", "optuna", ".1f"), ("Optuna 1st trial s", "optuna_first", ".2f"),
+            ("show s", "show", ".2f"), ("worker RSS", "rss", ".0f"),
+            ("Optuna RSS", "optuna_rss", ".0f")]
+    _table(rows, cols)
+
+
 def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> None:
     print("| storage | N | " + " | ".join(c[0] for c in cols) + " |")
     print("|---|---:|" + "---:|" * len(cols))
@@ -447,15 +451,28 @@ def main() -> None:
                         help="largest N read whole through Optuna's get_trials, and run by "
                              "plain Optuna in 8 workers (each holds the whole study: about "
                              "3.5 GB at 100,000 trials)")
+    parser.add_argument("--worker-trials", type=int, default=100,
+                        help="trials timed per cell through the real worker (0: skip those "
+                             "rows)")
+    parser.add_argument("--storage-level", action=argparse.BooleanOptionalAction, default=True,
+                        help="the storage-level rows (--no-storage-level: worker rows only)")
     parser.add_argument("--quick", action="store_true",
                         help="N = 100 and 1,000, 40 trials per cell")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.trials = [100, 1000], 40
-    rows = []
+        args.sizes, args.trials, args.worker_trials = [100, 1000], 40, 30
+    rows: list[dict[str, Any]] = []
+    worker_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="tunesvc-scale-") as tmp:
         for backend in args.backends:
-            for n in args.sizes:
+            for n in args.sizes if args.worker_trials else []:
+                t0 = time.monotonic()
+                worker_rows.append(measure_worker(backend, n, args, Path(tmp)))
+                print(f"{backend} N={n:,}, worker path: {time.monotonic() - t0:.0f} s: "
+                      f"{json.dumps(worker_rows[-1])}", flush=True)
+            if worker_rows:
+                print_worker_table(worker_rows, args)
+            for n in args.sizes if args.storage_level else []:
                 for attempt in (1, 2):  # a database restarted by someone else: measure again
                     t0 = time.monotonic()
                     try:
@@ -468,8 +485,9 @@ def main() -> None:
                     print(f"{backend} N={n:,}: {time.monotonic() - t0:.0f} s (building "
                           f"{rows[-1]['build']:.0f} s): {json.dumps(rows[-1])}", flush=True)
                     break
-            print_tables(rows, args)  # so far, should a later size fail
-    if len(rows) < len(args.backends) * len(args.sizes):
+            if rows:
+                print_tables(rows, args)  # so far, should a later size fail
+    if args.storage_level and len(rows) < len(args.backends) * len(args.sizes):
         raise SystemExit("some sizes could not be measured (see above)")
 
 

@@ -1,7 +1,7 @@
 """Coordination cost of one reported epoch on PostgreSQL, four workers, tunesvc vs raw Optuna.
 
 One study per size holds ``N`` finished trials (0 and 10,000; each with 20 reported steps) and
-the WAITING trials tunesvc's workers claim. Four worker processes run at once, each training a
+the queued slots tunesvc's workers claim. Four worker processes run at once, each training a
 small torch MLP for about ``--train-ms`` per epoch (one thread) and timing, on the training
 thread, what happens between two epochs of training:
 
@@ -13,9 +13,9 @@ thread, what happens between two epochs of training:
   the learning curves kept, and written as a user attribute at most every ``CURVES_EVERY_S``
   seconds, ``report`` and the pruning decision.
 
-tunesvc hands reports and curves to a background writer thread and ranks at rungs against
-finished trials it reads in the background (see ``tunesvc.worker._writer`` and ``rank_staleness_s``
-in ``tunesvc._pruner``); the database work is not gone, it overlaps training. So the table also
+tunesvc hands reports and curves to a background writer thread and decides against the
+finished trials on its board, read in the background (see ``tunesvc.worker._writer`` and
+``tunesvc.worker._board``); the database work is not gone, it overlaps training. So the table also
 gives each kind's training time per epoch (the same torch work; median) next to a bare loop's,
 which shows what that overlap costs training, the whole epoch (training plus coordination;
 mean), and tunesvc's wait at the end of a trial for its last writes.
@@ -194,13 +194,15 @@ def _tunesvc(url: str, name: str, epochs: int, train_ms: float, structured: bool
     from tunesvc.worker._claim import claim_trial
     from tunesvc.worker._loop import open_context
     from tunesvc.worker._runner import CURVES_EVERY_S
+    from tunesvc.worker._sampler import SlotSampler
     from tunesvc.worker._trial import SpecTrial
 
     storage = open_storage(url)
     ctx = open_context(storage, name, url, WorkerOptions(device="cpu"))
-    trial_id = claim_trial(ctx)
-    assert trial_id is not None
-    trial = SpecTrial(ctx.study, trial_id, ctx)
+    claim = claim_trial(ctx)
+    assert claim is not None
+    ctx.study.sampler = SlotSampler(claim.params, seed=ctx.spec.seed, slot=claim.slot)
+    trial = SpecTrial(ctx.study, claim.trial_id, ctx)
     trial.suggest_int("x", 0, 3)
     trial.suggest_int("y", 0, 3)
     curves = Curves()

@@ -47,6 +47,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bulk_trials import curves, diagnosis, fill_finished  # noqa: E402
 
+from tunesvc import TunesvcError  # noqa: E402
 from tunesvc.spec import parse_spec_dict  # noqa: E402
 from tunesvc.spec._plan import Plan  # noqa: E402
 from tunesvc.storage import _queue as q  # noqa: E402
@@ -438,6 +440,23 @@ def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> None
         print(f"| {row['backend']} | {row['n']:,} | " + " | ".join(cells) + " |")
 
 
+def _attempt(what: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """One size measured, once more should the database fail it (restarted by someone else);
+    ``None`` if it failed twice."""
+    for attempt in (1, 2):
+        t0 = time.monotonic()
+        try:
+            row = call()
+        except (SystemExit, sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+                TunesvcError) as e:
+            print(f"{what}: failed ({str(e).splitlines()[0]})"
+                  + ("; once more" if attempt == 1 else ""), flush=True)
+            continue
+        print(f"{what}: {time.monotonic() - t0:.0f} s: {json.dumps(row)}", flush=True)
+        return row
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10_000, 100_000])
@@ -466,28 +485,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tunesvc-scale-") as tmp:
         for backend in args.backends:
             for n in args.sizes if args.worker_trials else []:
-                t0 = time.monotonic()
-                worker_rows.append(measure_worker(backend, n, args, Path(tmp)))
-                print(f"{backend} N={n:,}, worker path: {time.monotonic() - t0:.0f} s: "
-                      f"{json.dumps(worker_rows[-1])}", flush=True)
+                row = _attempt(f"{backend} N={n:,}, worker path",
+                               partial(measure_worker, backend, n, args, Path(tmp)))
+                if row is not None:
+                    worker_rows.append(row)
             if worker_rows:
                 print_worker_table(worker_rows, args)
             for n in args.sizes if args.storage_level else []:
-                for attempt in (1, 2):  # a database restarted by someone else: measure again
-                    t0 = time.monotonic()
-                    try:
-                        rows.append(measure(backend, n, args, Path(tmp)))
-                    except (SystemExit, sa.exc.SQLAlchemyError,
-                            optuna.exceptions.StorageInternalError) as e:
-                        print(f"{backend} N={n:,}: failed ({str(e).splitlines()[0]})"
-                              + ("; once more" if attempt == 1 else ""), flush=True)
-                        continue
-                    print(f"{backend} N={n:,}: {time.monotonic() - t0:.0f} s (building "
-                          f"{rows[-1]['build']:.0f} s): {json.dumps(rows[-1])}", flush=True)
-                    break
+                row = _attempt(f"{backend} N={n:,}",
+                               partial(measure, backend, n, args, Path(tmp)))
+                if row is not None:
+                    rows.append(row)
             if rows:
                 print_tables(rows, args)  # so far, should a later size fail
-    if args.storage_level and len(rows) < len(args.backends) * len(args.sizes):
+    wanted = len(args.backends) * len(args.sizes)
+    if (args.storage_level and len(rows) < wanted) or (
+            args.worker_trials and len(worker_rows) < wanted):
         raise SystemExit("some sizes could not be measured (see above)")
 
 

@@ -87,31 +87,28 @@ def run_members(
             del live[member.trial.trial_id]
             beat.discard(member.trial.trial_id)
 
-        def start(claims: list[Claim]) -> None:
-            opened: dict[int, tuple[_Member, Start]] = {}
-            for claim in claims:
-                member = _Member(open_trial(ctx, claim), claim.slot)
-                live[claim.trial_id] = member
-                beat.add(claim.trial_id)
-                # Its params are suggested now, while the study's sampler is this claim's.
-                begun = _guarded(ctx, partial(start_structured, member.trial, ctx))
-                if isinstance(begun, Exception):
-                    leave(member)
-                    on_result(end_trial(ctx, member.trial, error_ending(ctx, member.trial,
-                                                                        begun)))
-                else:
-                    opened[claim.trial_id] = (member, begun)
-            _place(ctx, opened, populations, noted, leave, on_result)
+        def start(claim: Claim) -> tuple[_Member, Start] | None:
+            beat.add(claim.trial_id)  # beating from its claim: building takes a while
+            member = live[claim.trial_id] = _Member(open_trial(ctx, claim), claim.slot)
+            # Its params are suggested now, while the study's sampler is this claim's.
+            begun = _guarded(ctx, partial(start_structured, member.trial, ctx))
+            if not isinstance(begun, Exception):
+                return member, begun
+            leave(member)
+            on_result(_ended(ctx, member, None, begun))
+            return None
 
         try:
             while True:
-                wanted: list[Claim] = []
-                while len(live) + len(wanted) < size:
-                    claim = next_claim(not live and not wanted)
+                opened: dict[int, tuple[_Member, Start]] = {}
+                while len(live) < size:
+                    claim = next_claim(not live)
                     if claim is None:
                         break
-                    wanted.append(claim)
-                start(wanted)
+                    started = start(claim)
+                    if started is not None:
+                        opened[claim.trial_id] = started
+                _place(ctx, opened, populations, noted, leave, on_result)
                 if not live:
                     return
                 for key, population in list(populations.items()):
@@ -125,7 +122,7 @@ def run_members(
                     for end in ends:
                         member = live[cast(int, end.key)]
                         leave(member)
-                        _end(ctx, member, end.result, end.error, on_result)
+                        on_result(_ended(ctx, member, end.result, end.error))
                     if not population:
                         del populations[key]
         except (KeyboardInterrupt, TunesvcError):
@@ -142,9 +139,7 @@ def _guarded(ctx: TrialContext, call: Callable[[], Start]) -> Start | Exception:
         if ctx.stop.requested:
             raise KeyboardInterrupt
         return call()
-    except optuna.exceptions.UpdateFinishedTrialError:
-        raise
-    except Exception as e:  # the user's build raised: this trial fails, the run goes on
+    except Exception as e:  # the user's build raised (or the trial was lost): handed over
         return e
     finally:
         ctx.stop.in_objective = False
@@ -168,8 +163,7 @@ def _place(
         if reason not in noted:
             noted.add(reason)
             ctx.emit(WorkerEvent("note", ctx.worker, member.trial.number,
-                                 message=f"population: trial {member.trial.number} trains "
-                                 f"alone: {reason}"))
+                                 message=f"population: trial {member.trial.number}: {reason}"))
         leave(member)
         on_result(run_opened(ctx, member.trial, member.slot, begun))
     for group in groups:
@@ -185,26 +179,20 @@ def _place(
                                checkpoint_path=ctx.checkpoint_path(member.slot))
             except TunesvcError as e:  # a checkpoint that does not fit, ...: as fit would fail
                 leave(member)
-                on_result(end_trial(ctx, member.trial, error_ending(ctx, member.trial, e)))
+                on_result(_ended(ctx, member, None, e))
         if not population:
             del populations[key]
 
 
-def _end(
-    ctx: TrialContext,
-    member: _Member,
-    result: FitResult | None,
-    error: Exception | None,
-    on_result: Callable[[TrialResult], None],
-) -> None:
-    """Record how a member that left its population ended (as a trial run alone would)."""
+def _ended(
+    ctx: TrialContext, member: _Member, result: FitResult | None, error: Exception | None
+) -> TrialResult:
+    """Record how a member ended (as a trial run alone would): with ``result`` from its
+    population, or ``error`` raised by its start or its ``on_epoch``."""
     trial = member.trial
     if isinstance(error, optuna.exceptions.UpdateFinishedTrialError):
-        on_result(lost_trial(ctx, trial))  # failed by another worker: its retry runs it
-        return
+        return lost_trial(ctx, trial)  # failed by another worker: its retry runs it
     if error is not None:
-        ending = error_ending(ctx, trial, error)
-    else:
-        assert result is not None
-        ending = fit_ending(trial, result)
-    on_result(end_trial(ctx, trial, ending))
+        return end_trial(ctx, trial, error_ending(ctx, trial, error))
+    assert result is not None
+    return end_trial(ctx, trial, fit_ending(trial, result))

@@ -273,3 +273,12 @@ def test_sigterm_fails_every_member_as_interrupted_and_queues_it_again(
     assert {t.outcome for t in trials if t.state == "FAIL"} == {"interrupted"}
     failed = sorted(t.params["lr"] for t in trials if t.state == "FAIL")
     assert sorted(t.params["lr"] for t in trials if t.state == "WAITING") == failed
+
+
+def test_the_recipe_refuses_a_bad_population_before_it_writes(tmp_path: Path) -> None:
+    db = tmp_path / "recipe.db"
+    result = CliRunner().invoke(app, ["recipe", "digits_mlp", "--population", "0",
+                                      "--storage", f"sqlite:///{db}"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --population: expected an integer >= 1, got 0"
+    assert not db.exists()

@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 import pytest
+from test_faults import finish
 from typer.testing import CliRunner
 
 from tunesvc import service
@@ -196,16 +197,6 @@ def wait_for(proc: subprocess.Popen[str], condition: Callable[[], bool], timeout
             pytest.fail(f"waiting for {what}: worker exited with {proc.returncode} or still "
                         f"running after {timeout}s; stdout: {out[-1000:]} stderr: {err[-2000:]}")
         time.sleep(0.05)
-
-
-def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"worker still running after {timeout}s; stderr: {err[-2000:]}")
-    return proc.returncode, out, err
 
 
 def checkpoints(url: str, name: str) -> dict[int, Path]:

@@ -20,8 +20,10 @@ architecture at its default), seeds 0..K-1, ``--epochs`` epochs each. Rows per o
 Through the worker, with Optuna's bookkeeping (each epoch reported, curves stored, the study's
 diagnostic pruner asked, every trial's end and diagnosis recorded), on SQLite and PostgreSQL:
 
-- ``tunesvc study run --population 1``: ``service.run_study`` one trial at a time, on
-  ``--fit-trials`` x 2 trials (its rate does not depend on K).
+- ``tunesvc study run --population 1``: the worker of ``study run`` (``tunesvc.worker.work``)
+  one trial at a time, on ``--fit-trials`` x 2 trials (its rate does not depend on K). The
+  dashboard notes ``study run`` adds (a figure per trial, drawn in a background thread) are
+  left out: they cost the same per trial whatever K, and on 2 cores they take half the CPU.
 - ``tunesvc study run --population K``: the same on a study of K trials, K at once.
   Trial-epochs are counted from the stored curves (a pruned trial trains fewer); ``x fit`` is
   against the ``--population 1`` row of the same storage, ``vs raw`` against raw vmap at K.
@@ -254,13 +256,14 @@ def storage_url(kind: str) -> Iterator[str]:
 def worker_rate(
     objective: str, url: str, n_trials: int, population: int, epochs: int, device: torch.device
 ) -> float:
-    """Trial-epochs per second of ``tunesvc study run --population K`` (``service.run_study``)
-    on a new random study of ``n_trials`` trials with the diagnostic pruner."""
+    """Trial-epochs per second of ``tunesvc study run --population K``'s worker on a new random
+    study of ``n_trials`` trials with the diagnostic pruner (no dashboard notes)."""
     import optuna
 
     from tunesvc import service
     from tunesvc.spec import parse_spec_dict
-    from tunesvc.storage import attrs
+    from tunesvc.storage import attrs, open_storage
+    from tunesvc.worker import WorkerOptions, work
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = f"bench-{uuid.uuid4().hex[:8]}"
@@ -269,8 +272,9 @@ def worker_rate(
                             "epochs": epochs, "seed": 0, "pruner": "diagnostic",
                             "params": {k: space[k] for k in ("lr", "weight_decay", "dropout")}})
     service.create_study(name, spec, url)
+    storage = open_storage(url)
     started = time.perf_counter()
-    service.run_study(name, url, device=str(device), population=population)
+    work(storage, name, url, WorkerOptions(device=str(device), population=population))
     seconds = time.perf_counter() - started
     trials = optuna.load_study(study_name=name, storage=url).trials
     trained = 0

@@ -28,7 +28,7 @@ run stopped by a spec error. Any other crash leaves the members to the lost-tria
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, cast
@@ -55,7 +55,7 @@ from tunesvc.worker._runner import (
 from tunesvc.worker._trial import SpecTrial
 
 if TYPE_CHECKING:
-    from tunesvc.training import FitResult, Population
+    from tunesvc.training import FitResult, Population, TrainingSetup
 
 NextClaim = Callable[[bool], Claim | None]
 """``next_claim(wait)``: the next trial this worker may run, or ``None`` (none now, or with
@@ -157,7 +157,11 @@ def _place(
     or, when its setup cannot be vectorized, run it alone to its end."""
     from tunesvc.training import Population, group_setups, population_key
 
-    groups, alone = group_setups({tid: start[0] for tid, (_, start) in opened.items()})
+    setups = {tid: start[0] for tid, (_, start) in opened.items()}
+    try:
+        groups, alone = group_setups(setups)
+    except Exception:  # noqa: BLE001 - a model that does not even build: see _one_by_one
+        groups, alone = _one_by_one(setups)
     for tid, reason in alone.items():
         member, begun = opened[tid]
         if reason not in noted:
@@ -182,6 +186,25 @@ def _place(
                 on_result(_ended(ctx, member, None, e))
         if not population:
             del populations[key]
+
+
+def _one_by_one(setups: Mapping[int, TrainingSetup]) -> tuple[list[list[int]], dict[int, str]]:
+    """:func:`group_setups` setup by setup: one whose model or data raises when built trains
+    alone, where ``fit`` raises the same and fails its trial with the error, as it would
+    without a population."""
+    from tunesvc.training import group_setups
+
+    groups: list[list[int]] = []
+    alone: dict[int, str] = {}
+    for tid, setup in setups.items():
+        try:
+            group, reason = group_setups({tid: setup})
+        except Exception as e:  # noqa: BLE001 - the trial's own error, met again by fit
+            alone[tid] = f"its setup raised {type(e).__name__}: {e}; this trial trains alone"
+            continue
+        groups += group
+        alone.update(reason)
+    return groups, alone
 
 
 def _ended(

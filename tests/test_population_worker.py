@@ -89,6 +89,7 @@ def test_a_population_gives_each_trial_what_one_at_a_time_gives(storage_url: str
             assert close(a[key], b[key], abs_=ACC_ABS), (n, key, a[key], b[key])
         assert close(list(lone.intermediate_values.values()),
                      list(member.intermediate_values.values()), abs_=ACC_ABS)
+        assert member.value is not None and lone.value is not None
         assert math.isclose(member.value, lone.value, abs_tol=ACC_ABS)
         assert member.user_attrs["diagnosis"]["label"]
 

@@ -167,15 +167,22 @@ def test_a_bad_population_is_one_line_and_writes_nothing(
     assert storage.get_all_trials(study_id, deepcopy=False) == []
 
 
-def test_the_spec_population_is_stored_and_the_flag_overrides_it(sqlite_url: str) -> None:
-    create(sqlite_url, "spec4", n_trials=2, epochs=1, population=4)
-    assert service.show_study("spec4", sqlite_url).spec["population"] == 4
+def test_a_pool_runs_a_population_per_worker_from_the_spec(sqlite_url: str) -> None:
+    """`population = 3` in the spec, `--workers 2`: each worker claims several trials before
+    it trains one (a population of its own), and every slot completes exactly once."""
+    create(sqlite_url, "pool", n_trials=6, epochs=1, population=3)
+    assert service.show_study("pool", sqlite_url).spec["population"] == 3
     events: list[Any] = []
-    service.run_study("spec4", sqlite_url, device="cpu", on_event=events.append)
-    claimed = [e for e in events if e.kind == "claimed"]
-    epochs = [e for e in events if e.kind == "epoch"]
-    # Both members claimed before either trains: one population of two.
-    assert events.index(claimed[1]) < events.index(epochs[0])
+    ran = service.run_study("pool", sqlite_url, device="cpu", workers=2,
+                            on_event=events.append)
+    assert sorted(t.number for t in ran.ran) == list(range(6)) and ran.remaining == 0
+    assert ran.counts == {"COMPLETE": 6}
+
+    def claims_before_training(worker: int) -> int:
+        mine = [e.kind for e in events if e.worker == worker]
+        return mine[:mine.index("epoch")].count("claimed") if "epoch" in mine else 0
+
+    assert max(claims_before_training(w) for w in (0, 1)) >= 2
 
 
 # --- faults, with the installed `tunesvc` in subprocesses ------------------------------------

@@ -167,6 +167,14 @@ def test_a_bad_population_is_one_line_and_writes_nothing(
     assert storage.get_all_trials(study_id, deepcopy=False) == []
 
 
+def test_n_trials_bounds_a_population_exactly(sqlite_url: str) -> None:
+    create(sqlite_url, "some", n_trials=5, epochs=1)
+    first = service.run_study("some", sqlite_url, device="cpu", n_trials=3, population=4)
+    assert len(first.ran) == 3 and first.counts == {"COMPLETE": 3, "WAITING": 2}
+    rest = service.run_study("some", sqlite_url, device="cpu", population=4)
+    assert len(rest.ran) == 2 and rest.counts == {"COMPLETE": 5} and rest.remaining == 0
+
+
 def test_a_pool_runs_a_population_per_worker_from_the_spec(sqlite_url: str) -> None:
     """`population = 3` in the spec, `--workers 2`: each worker claims several trials before
     it trains one (a population of its own), and every slot completes exactly once."""

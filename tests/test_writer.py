@@ -132,3 +132,21 @@ def test_a_worker_whose_trial_was_failed_elsewhere_leaves_it_and_runs_the_next(
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert set(trials[0].intermediate_values) <= {0, 1}  # handed over before it was failed
     assert trials[1].intermediate_values == {s: trials[1].params["x"] + s for s in range(30)}
+
+
+def test_a_trial_finished_elsewhere_never_drops_another_trials_writes(
+    study: optuna.Study,
+) -> None:
+    """A population runs many trials through one writer: one member lost to another worker
+    fails that member's writes only; the others' land, and their flushes raise nothing."""
+    lost, kept = study.ask(), study.ask()
+    study.tell(lost.number, state=TrialState.FAIL)
+    writer = TrialWriter(_storage(study))
+    for step in range(3):
+        writer.report(lost._trial_id, step, 0.1)
+        writer.report(kept._trial_id, step, 0.5 + step)
+    writer.flush(kept._trial_id)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        writer.flush(lost._trial_id)
+    writer.close()
+    assert _stored(study, kept.number).intermediate_values == {0: 0.5, 1: 1.5, 2: 2.5}

@@ -17,13 +17,25 @@ architecture at its default), seeds 0..K-1, ``--epochs`` epochs each. Rows per o
   the val evaluation, every member's EpochRecord through its on_epoch callback (a no-op
   here). ``run_population(..., on_epoch=...)`` is the hook for a callback that reports to Optuna.
 
+Through the worker, with Optuna's bookkeeping (each epoch reported, curves stored, the study's
+diagnostic pruner asked, every trial's end and diagnosis recorded), on SQLite and PostgreSQL:
+
+- ``tunesvc study run --population 1``: the worker of ``study run`` (``tunesvc.worker.work``)
+  one trial at a time, on ``--fit-trials`` x 2 trials (its rate does not depend on K). The
+  dashboard notes ``study run`` adds (a figure per trial, drawn in a background thread) are
+  left out: they cost the same per trial whatever K, and on 2 cores they take half the CPU.
+- ``tunesvc study run --population K``: the same on a study of K trials, K at once.
+  Trial-epochs are counted from the stored curves (a pruned trial trains fewer); ``x fit`` is
+  against the ``--population 1`` row of the same storage, ``vs raw`` against raw vmap at K.
+
 ``x fit`` is trial-epochs/s against the fit row; ``vs raw`` is the population's rate against
 raw vmap's (what tunesvc's per-member bookkeeping costs). Target on a 2-core CPU: at least
 2x fit at K = 64 for digits_mlp.
 
     python tests/benchmarks/bench_population.py [--objectives digits_mlp mnist1d_mlp]
         [--ks 1 8 64 256 1024] [--epochs 2] [--fit-trials 4] [--repeats 1] [--device cpu]
-        [--threads 0] [--quick] [--out FILE]
+        [--threads 0] [--storages sqlite postgresql] [--rows all|core|worker] [--quick]
+        [--out FILE]
 """
 
 from __future__ import annotations
@@ -36,8 +48,11 @@ import os
 import platform
 import random
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Hashable
+import uuid
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +68,7 @@ from tunesvc.training._fit import TrainingSetup, fit, resolve_device  # noqa: E4
 from tunesvc.training._population import Population  # noqa: E402
 
 TARGET = ("digits_mlp", 64, 2.0)  # objective, K, at least this many times fit's rate
+PG_URL = os.environ.get("TUNESVC_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def machine(device: torch.device) -> str:
@@ -184,7 +200,7 @@ def raw_vmap_rate(setups: list[TrainingSetup], epochs: int, device: torch.device
 
 def measure(
     objective: str, ks: list[int], epochs: int, fit_trials: int, repeats: int,
-    device: torch.device,
+    device: torch.device, raws: dict[int, float],
 ) -> list[list[str]]:
     params = trial_params(objective, max(max(ks), fit_trials, 2))
     setups = build(objective, params)
@@ -200,7 +216,7 @@ def measure(
     rows = [[objective, "-", "fit, one at a time", f"{alone:.1f}", "1.0x", ""]]
     print(f"  {objective}: fit {alone:.1f} trial-epochs/s", file=sys.stderr, flush=True)
     for k in ks:
-        raw = best(raw_vmap_rate, k)
+        raw = raws[k] = best(raw_vmap_rate, k)
         train = best(population_train_rate, k)
         full = best(run_population, k)
         target = ""
@@ -213,6 +229,83 @@ def measure(
         rows[-1][-1] += f" {target}" if target else ""
         print(f"  {objective} K={k}: raw {raw:.1f}, train {train:.1f}, records {full:.1f}",
               file=sys.stderr, flush=True)  # fmt: skip
+    return rows
+
+
+@contextmanager
+def storage_url(kind: str) -> Iterator[str]:
+    """A fresh storage: a temporary SQLite file, or a schema of its own on ``PG_URL``."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{folder}/bench.db"
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+def worker_rate(
+    objective: str, url: str, n_trials: int, population: int, epochs: int, device: torch.device
+) -> float:
+    """Trial-epochs per second of ``tunesvc study run --population K``'s worker on a new random
+    study of ``n_trials`` trials with the diagnostic pruner (no dashboard notes)."""
+    import optuna
+
+    from tunesvc import service
+    from tunesvc.spec import parse_spec_dict
+    from tunesvc.storage import attrs, open_storage
+    from tunesvc.worker import WorkerOptions, work
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    space = importlib.import_module(f"objectives.{objective}").SEARCH_SPACE
+    spec = parse_spec_dict({"objective": objective, "sampler": "random", "n_trials": n_trials,
+                            "epochs": epochs, "seed": 0, "pruner": "diagnostic",
+                            "params": {k: space[k] for k in ("lr", "weight_decay", "dropout")}})
+    service.create_study(name, spec, url)
+    storage = open_storage(url)
+    started = time.perf_counter()
+    work(storage, name, url, WorkerOptions(device=str(device), population=population))
+    seconds = time.perf_counter() - started
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    trained = 0
+    for t in trials:
+        curves = attrs.CURVES.get(t)
+        trained += max(0, len(curves) - 1) if curves is not None else 0
+    return trained / seconds
+
+
+def measure_worker(
+    objective: str, ks: list[int], epochs: int, fit_trials: int, storages: list[str],
+    device: torch.device, raw: dict[int, float],
+) -> list[list[str]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as artifacts:
+        os.environ["TUNESVC_ARTIFACTS"] = artifacts
+        for kind in storages:
+            with storage_url(kind) as url:
+                worker_rate(objective, url, 2, 1, 1, device)  # warm-up: imports, first build
+                alone = worker_rate(objective, url, 2 * fit_trials, 1, epochs, device)
+                rows.append([objective, "-", f"study run --population 1 ({kind})",
+                             f"{alone:.1f}", "1.0x", ""])
+                print(f"  {objective} {kind}: --population 1 {alone:.1f}", file=sys.stderr,
+                      flush=True)
+                for k in ks:
+                    rate = worker_rate(objective, url, k, k, epochs, device)
+                    vs_raw = f"{rate / raw[k]:.2f}" if k in raw else ""
+                    rows.append([objective, str(k), f"study run --population {k} ({kind})",
+                                 f"{rate:.1f}", f"{rate / alone:.1f}x", vs_raw])
+                    print(f"  {objective} {kind}: --population {k} {rate:.1f}",
+                          file=sys.stderr, flush=True)
     return rows
 
 
@@ -232,6 +325,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each row; the best counts")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--storages", nargs="+", default=["sqlite", "postgresql"],
+                        help="storages of the worker rows (PostgreSQL: $TUNESVC_BENCH_PG)")
+    parser.add_argument("--rows", choices=["all", "core", "worker"], default="all",
+                        help="core: fit, raw vmap, population; worker: study run rows")
     parser.add_argument("--quick", action="store_true", help="digits_mlp, K = 1 8 64, 2 epochs")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
@@ -242,7 +339,13 @@ def main(argv: list[str] | None = None) -> str:
     device = resolve_device(args.device)
     rows: list[list[str]] = []
     for objective in args.objectives:
-        rows += measure(objective, args.ks, args.epochs, args.fit_trials, args.repeats, device)
+        raws: dict[int, float] = {}
+        if args.rows != "worker":
+            rows += measure(objective, args.ks, args.epochs, args.fit_trials, args.repeats,
+                            device, raws)
+        if args.rows != "core":
+            rows += measure_worker(objective, args.ks, args.epochs, args.fit_trials,
+                                   args.storages, device, raws)
     report = (
         f"Machine: {machine(device)}\n\nTrial-epochs per second, {args.epochs} epoch(s) per "
         f"trial, random lr / weight_decay / dropout\n\n{table(rows)}\n"

@@ -63,6 +63,8 @@ class ProgressDisplay:
             row.trial, row.epoch = event.trial, event.epoch
         elif event.kind == "waiting":
             row.trial, row.epoch, row.state = None, None, "waiting for others"
+        elif event.kind == "note" and event.message and not self.quiet:
+            print(event.message, file=sys.stderr, flush=True)  # one line, beside the table
         elif event.kind == "finished" and event.result is not None:
             row.trial, row.epoch, row.state = None, None, "idle"
             self._count(event.result)

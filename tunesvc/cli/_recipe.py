@@ -87,6 +87,9 @@ def recipe(
         "PREFIX-final (default: OBJECTIVE-recipe).")] = None,
     param: ParamOpt = None,
     device: DeviceOpt = None,
+    population: Annotated[int, typer.Option(
+        metavar="K", help="Train the coarse search's trials K at once as one vectorized "
+        "population.")] = 1,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -97,7 +100,7 @@ def recipe(
     result = service.run_recipe(objective, resolve_url(storage),
                                 budget=service.parse_budget(budget),
                                 prefix=name, params=parse_fixed_params(param or []),
-                                device=device, progress=say)
+                                device=device, progress=say, population=population)
     if as_json:
         print_json(result.to_json())
     else:

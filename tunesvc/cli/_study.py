@@ -109,6 +109,9 @@ def study_run(
     device: Annotated[str | None, typer.Option(
         metavar="D", help="cpu, cuda (workers spread over the GPUs), cuda:N (pinned) or auto; "
         "default: the spec's.")] = None,
+    population: Annotated[int | None, typer.Option(
+        metavar="K", help="Trials each worker trains at once as one vectorized population "
+        "(structured objectives); default: the spec's population (1).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     storage: StorageOpt = None,
     as_json: JsonOpt = False,
@@ -120,7 +123,8 @@ def study_run(
     live = sys.stdout.isatty() and not (quiet or as_json)
     with ProgressDisplay(live=live, quiet=quiet or as_json) as display:
         summary = service.run_study(name, url, n_trials=n_trials, timeout=timeout, device=device,
-                                    workers=workers, on_event=display)
+                                    workers=workers, on_event=display,
+                                    population=population)
     if as_json:
         print_json(summary.to_json())
     elif summary.already_finished:

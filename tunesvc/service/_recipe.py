@@ -166,12 +166,17 @@ def run_recipe(
     seed: int = 0,
     device: str | None = None,
     progress: Callable[[str], None] | None = None,
+    population: int = 1,
 ) -> RecipeResult:
     """Check ``objective``, then coarse search, refine and train the best longer.
 
     Studies are named ``<prefix>-coarse``, ``<prefix>-refine`` and ``<prefix>-final``; none of
     them may exist yet. ``params`` fixes params for every stage (``{"optimizer": "sgd"}``).
+    ``population`` > 1 trains the coarse search's trials that many at once (its spec's
+    ``population``): a coarse random search of lr x weight_decay in one vectorized pass.
     """
+    if population < 1:
+        raise SpecError(f"--population: expected an integer >= 1, got {population}")
     budget = budget or Budget()
     say = progress or (lambda _line: None)
     prefix = prefix or default_prefix(objective)
@@ -211,7 +216,7 @@ def run_recipe(
         space[key] = ChoiceParam(key, (value,))
     coarse = parse_spec_dict({
         "objective": objective, "sampler": "random", "n_trials": budget.coarse_trials,
-        "epochs": budget.coarse_epochs, "seed": seed,
+        "epochs": budget.coarse_epochs, "seed": seed, "population": population,
         "params": {k: p.to_dict() for k, p in space.items()},
     })
     create_study(names["coarse"], coarse, url, resolved=resolve_study(coarse, resolved),

@@ -36,6 +36,7 @@ def run_study(
     on_result: Callable[[TrialResult], None] | None = None,
     on_event: Callable[[WorkerEvent], None] | None = None,
     heartbeat_s: int | None = None,
+    population: int | None = None,
 ) -> RunSummary:
     """Run queued trials of ``name`` until the budget, the grid, ``n_trials`` or ``timeout``
     ends. Other workers, here or on other machines, may run the same study at the same time.
@@ -43,8 +44,10 @@ def run_study(
     ``workers`` > 1 runs that many worker processes on this machine (``device`` ``auto`` or
     ``cuda`` spreads them over the visible GPUs); ``on_event`` sees each claim, epoch and
     result. While this worker's queue is empty but other workers still run trials, it waits to
-    retry any of theirs that is lost. SIGINT/SIGTERM stop the run: the running trial is queued
-    again and KeyboardInterrupt is raised. Each finished trial gets its dashboard note.
+    retry any of theirs that is lost. ``population`` (default: the spec's ``population``) is
+    how many trials each worker trains at once as one vectorized population. SIGINT/SIGTERM
+    stop the run: the running trials are queued again and KeyboardInterrupt is raised. Each
+    finished trial gets its dashboard note.
     """
     if n_trials is not None and n_trials < 1:
         raise SpecError(f"--n-trials: expected an integer >= 1, got {n_trials}")
@@ -52,6 +55,8 @@ def run_study(
         raise SpecError(f"--timeout: expected seconds > 0, got {timeout}")
     if workers < 1:
         raise SpecError(f"--workers: expected an integer >= 1, got {workers}")
+    if population is not None and population < 1:
+        raise SpecError(f"--population: expected an integer >= 1, got {population}")
     if device is not None:
         check_device(device, "--device")
     with opened(url) as storage:
@@ -60,7 +65,7 @@ def run_study(
     interval, max_retries = heartbeat_setting()
     options = WorkerOptions(
         device=device, n_trials=n_trials, timeout=timeout, heartbeat_s=heartbeat_s or interval,
-        max_retries=max_retries, workers=workers,
+        max_retries=max_retries, workers=workers, population=population or spec.population,
         observers=(DashboardNotes(artifacts_dir(url)),),
     )
     if workers > 1:

@@ -148,6 +148,9 @@ class StudySpec:
     params: dict[str, ParamSpec] = field(default_factory=dict)
     pruner: str = "diagnostic"
     pruner_settings: dict[str, Any] = field(default_factory=dict)
+    population: int = 1
+    """Trials a worker trains at once as one vectorized population (``study run
+    --population`` overrides it); 1 trains one trial at a time."""
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a TOML-shaped dict; ``parse_spec_dict(spec.to_dict()) == spec``."""
@@ -158,6 +161,8 @@ class StudySpec:
         out["seed"] = self.seed
         out["device"] = self.device
         out["pruner"] = self.pruner
+        if self.population != 1:
+            out["population"] = self.population
         if self.pruner_settings:
             out["pruner_settings"] = dict(self.pruner_settings)
         out["params"] = {name: p.to_dict() for name, p in self.params.items()}
@@ -169,7 +174,7 @@ class StudySpec:
 
 _TOP_KEYS = {
     "objective", "direction", "sampler", "n_trials", "epochs", "seed", "device", "params",
-    "pruner", "pruner_settings",
+    "pruner", "pruner_settings", "population",
 }
 _PARAM_KEYS = {"low", "high", "log", "points", "step", "type", "values"}
 
@@ -318,6 +323,7 @@ def parse_spec_dict(data: Mapping[str, Any]) -> StudySpec:
         params=parse_params(data.get("params")),
         pruner=str(pruner_raw),
         pruner_settings=settings,
+        population=_positive_int(data, "population", "") or 1,
     )
 
 

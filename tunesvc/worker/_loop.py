@@ -8,6 +8,7 @@ progress goes to ``on_event`` and finished trials to the observers.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -24,6 +25,7 @@ from tunesvc._errors import ObjectiveError, SpecError, StudyNotFoundError
 from tunesvc.pruning import make_pruner
 from tunesvc.spec import Plan, ResolvedStudy, resolve_objective, resolve_study
 from tunesvc.storage import (
+    Claim,
     StudyQueue,
     StudyReads,
     StudyRef,
@@ -46,6 +48,7 @@ from tunesvc.worker._events import (
     WorkerEvent,
 )
 from tunesvc.worker._heartbeat import HEARTBEAT_INTERVAL_S, MAX_LOST_RETRIES, DatabaseHealth
+from tunesvc.worker._members import run_members
 from tunesvc.worker._runner import run_trial
 
 HEARTBEAT_ENV = "TUNESVC_HEARTBEAT_S"
@@ -60,6 +63,8 @@ class WorkerOptions:
     ``workers`` on one machine (``auto`` and ``cuda`` spread a pool over the visible GPUs).
     ``n_trials`` and ``timeout`` bound this worker (a pool shares ``n_trials`` through a
     :class:`Budget` instead). ``observers`` are told of finished trials, off the training path.
+    ``population`` > 1 trains that many trials at once (see :mod:`tunesvc.worker._members`);
+    each worker of a pool runs a population of its own.
     """
 
     device: str | None = None
@@ -70,6 +75,7 @@ class WorkerOptions:
     index: int = 0
     workers: int = 1
     observers: tuple[Observer, ...] = ()
+    population: int = 1
 
 
 def heartbeat_setting() -> tuple[int, int]:
@@ -167,7 +173,8 @@ def work(
             return WorkerRun([], idle=True)
         with graceful_stop(ctx.stop):
             return WorkerRun(run_loop(ctx, n_trials=options.n_trials, timeout=options.timeout,
-                                      on_result=on_result, budget=budget))
+                                      on_result=on_result, budget=budget,
+                                      population=options.population))
 
 
 def _epochs(resolved: ResolvedStudy) -> int | None:
@@ -191,40 +198,34 @@ def run_loop(
     timeout: float | None = None,
     on_result: Callable[[TrialResult], None] | None = None,
     budget: Budget | None = None,
+    population: int = 1,
 ) -> list[TrialResult]:
     """Claim and run trials until the queue is empty, ``n_trials`` ran, or ``timeout`` passed.
 
     With the queue empty while other workers still run trials, the worker waits: should one of
     them be lost, its retry is queued and this worker runs it. ``budget`` is shared by the
-    worker processes of one command. A stop request ends the loop with KeyboardInterrupt.
+    worker processes of one command. ``population`` > 1 trains that many trials of a structured
+    objective at once (:func:`~tunesvc.worker._members.run_members`); a plain objective runs
+    one trial at a time, and says so. A stop request ends the loop with KeyboardInterrupt.
     """
     results: list[TrialResult] = []
+
+    def finished(result: TrialResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    claims = _Claims(ctx, n_trials, timeout, budget)
     try:
-        started = time.monotonic()
-        waiting = False
-        while n_trials is None or len(results) < n_trials:
-            if ctx.stop.requested:
-                raise KeyboardInterrupt
-            if timeout is not None and time.monotonic() - started >= timeout:
-                break
-            if budget is not None and not budget.take():
-                break
-            claim = claim_trial(ctx)
-            if claim is None:
-                if budget is not None:
-                    budget.give_back()
-                if not others_running(ctx):
-                    break
-                if not waiting:
-                    ctx.emit(WorkerEvent("waiting", ctx.worker, device=ctx.device))
-                waiting = True
-                _sleep(ctx, min(ctx.heartbeat_s, 0.5))
-                continue
-            waiting = False
-            result = run_trial(ctx, claim)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+        if population > 1 and not ctx.objective.structured:
+            ctx.emit(WorkerEvent("note", ctx.worker, message=f"population: {population} "
+                                 "ignored: a plain objective trains its own trials, one at a "
+                                 "time"))
+        if population > 1 and ctx.objective.structured:
+            run_members(ctx, population, claims.next, finished)
+        else:
+            while (claim := claims.next(True)) is not None:
+                finished(run_trial(ctx, claim))
         return results
     finally:
         ctx.close_writer()
@@ -234,6 +235,53 @@ def run_loop(
             if results:
                 ctx.observers.study_changed(final=True)  # the study as this worker leaves it
             ctx.observers.close()
+
+
+class _Claims:
+    """The trials this worker may still start: at most ``n_trials``, none after ``timeout``,
+    each taken from the pool's ``budget``; one claim at a time."""
+
+    def __init__(
+        self, ctx: TrialContext, n_trials: int | None, timeout: float | None,
+        budget: Budget | None,
+    ) -> None:
+        self._ctx = ctx
+        self._n_trials = n_trials
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._budget = budget
+        self._started = 0
+        self._empty_until = -math.inf
+
+    def next(self, wait: bool) -> Claim | None:
+        """The next trial, now RUNNING; ``None`` when there is none now (with ``wait``: none
+        left, the queue being empty and no other worker's trial running that may be lost).
+        A stop request raises KeyboardInterrupt."""
+        ctx, waiting = self._ctx, False
+        if not wait and time.monotonic() < self._empty_until:
+            return None  # found empty a moment ago: a live population need not ask every epoch
+        while self._n_trials is None or self._started < self._n_trials:
+            if ctx.stop.requested:
+                raise KeyboardInterrupt
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                return None
+            if self._budget is not None and not self._budget.take():
+                return None
+            claim = claim_trial(ctx)
+            if claim is not None:
+                self._started += 1
+                return claim
+            if self._budget is not None:
+                self._budget.give_back()
+            if not wait:
+                self._empty_until = time.monotonic() + min(ctx.heartbeat_s, 1.0)
+                return None
+            if not others_running(ctx):
+                return None
+            if not waiting:
+                ctx.emit(WorkerEvent("waiting", ctx.worker, device=ctx.device))
+            waiting = True
+            _sleep(ctx, min(ctx.heartbeat_s, 0.5))
+        return None
 
 
 def _sleep(ctx: TrialContext, seconds: float) -> None:

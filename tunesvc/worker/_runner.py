@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 import optuna
 from optuna.trial import TrialState
@@ -27,8 +29,21 @@ from tunesvc.worker._heartbeat import Heartbeat
 from tunesvc.worker._sampler import SlotSampler
 from tunesvc.worker._trial import SpecTrial
 
+if TYPE_CHECKING:
+    from tunesvc.training import FitResult, TrainingSetup
+
 CURVES_EVERY_S = 2.0
 """Least seconds between two writes of a running trial's curves (live views lag this much)."""
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a trial ended, before it is recorded (see :func:`end_trial`)."""
+
+    state: TrialState
+    outcome: str
+    value: float | None = None
+    error: str | None = None
 
 
 def run_trial(ctx: TrialContext, claim: Claim) -> TrialResult:
@@ -43,9 +58,17 @@ def run_trial(ctx: TrialContext, claim: Claim) -> TrialResult:
     deleted while its trial runs (``study delete --force``) raises
     :class:`StudyNotFoundError`: there is nothing left to record.
     """
+    with study_still_there(ctx):
+        return run_opened(ctx, open_trial(ctx, claim), claim.slot)
+
+
+@contextmanager
+def study_still_there(ctx: TrialContext) -> Iterator[None]:
+    """Around running trials: Optuna's ``KeyError`` ("Record does not exist.") met because the
+    trial's study was deleted meanwhile becomes :class:`StudyNotFoundError`."""
     try:
-        return _run_claimed(ctx, claim)
-    except KeyError:  # Optuna's "Record does not exist.": the trial's study may be gone
+        yield
+    except KeyError:
         gone = _study_gone(ctx)
         if gone is None:
             raise
@@ -82,16 +105,24 @@ def _study_gone(ctx: TrialContext) -> StudyNotFoundError | None:
     return _deleted(name)
 
 
-def _run_claimed(ctx: TrialContext, claim: Claim) -> TrialResult:
-    trial_id, slot = claim.trial_id, claim.slot
-    # The trial suggests its slot's params; the others are drawn per slot, so they too are
-    # the same whichever worker runs the slot, and the same again on a retry.
-    ctx.study.sampler = SlotSampler(claim.params, seed=ctx.spec.seed, slot=slot)
-    trial = ctx.retry(lambda: SpecTrial(ctx.study, trial_id, ctx))
+def open_trial(ctx: TrialContext, claim: Claim) -> SpecTrial:
+    """The claimed trial as the objective sees it. It suggests its slot's params; the others
+    are drawn per slot, so they too are the same whichever worker runs the slot, and the same
+    again on a retry. The study's sampler is the claim's until the next claim: suggest the
+    trial's params before that (:func:`start_structured` does)."""
+    ctx.study.sampler = SlotSampler(claim.params, seed=ctx.spec.seed, slot=claim.slot)
+    trial: SpecTrial = ctx.retry(lambda: SpecTrial(ctx.study, claim.trial_id, ctx))
     ctx.emit(WorkerEvent("claimed", ctx.worker, trial.number, device=ctx.device,
                          direction=ctx.direction))
-    state, outcome, value, error = TrialState.COMPLETE, "completed", None, None
-    with Heartbeat(ctx.storage, ctx.queue, [trial_id], interval_s=ctx.heartbeat_s,
+    return trial
+
+
+def run_opened(
+    ctx: TrialContext, trial: SpecTrial, slot: int, start: Start | None = None
+) -> TrialResult:
+    """Run an opened trial alone to its end (see :func:`run_trial`), beating for it;
+    ``start`` is a structured trial's :func:`start_structured`, when it was already made."""
+    with Heartbeat(ctx.storage, ctx.queue, [trial.trial_id], interval_s=ctx.heartbeat_s,
                    health=ctx.health, max_retries=ctx.max_retries):
         try:
             ctx.stop.in_objective = True
@@ -99,55 +130,77 @@ def _run_claimed(ctx: TrialContext, claim: Claim) -> TrialResult:
                 if ctx.stop.requested:
                     raise KeyboardInterrupt
                 if ctx.objective.structured:
-                    outcome, value = _run_structured(trial, ctx, slot)
-                    if outcome == "diverged":
-                        state = TrialState.PRUNED
+                    ending = _run_structured(trial, ctx, slot, start)
                 else:
-                    assert ctx.objective.function is not None
-                    returned = ctx.objective.function(trial)
-                    if returned is None or not math.isfinite(float(returned)):
-                        raise ObjectiveError(
-                            f"objective returned {returned!r}; expected a finite float"
-                        )
-                    value = float(returned)
+                    ending = _run_plain(trial, ctx)
             finally:
                 ctx.stop.in_objective = False
-        except optuna.TrialPruned:
-            state, outcome = TrialState.PRUNED, "pruned"
-            value = trial.best_reported(ctx.direction)
-            if trial.early_stopped and value is not None:
-                # A plain objective raises TrialPruned when told to stop; stopping an
-                # overfitting or plateaued trial is not a failure: it completes at its best.
-                state, outcome = TrialState.COMPLETE, "early_stopped"
         except KeyboardInterrupt:
-            # Failed and queued again in one transaction: no moment leaves its slot unqueued.
-            if _record_end(ctx, trial, "interrupted", "interrupted by the user"):
-                ctx.retry(lambda: ctx.queue.requeue(trial_id, "interrupted", fail_running=True))
+            interrupt(ctx, trial)
             raise
         except optuna.exceptions.UpdateFinishedTrialError:
-            return _lost(ctx, trial)
-        except TunesvcError as e:
-            state, outcome, error = TrialState.FAIL, "failed", str(e)
+            return lost_trial(ctx, trial)
         except Exception as e:  # the user's objective raised: this trial fails, the run goes on
-            state, outcome, error = TrialState.FAIL, "failed", f"{type(e).__name__}: {e}"
-        if trial.mismatch is not None:
-            raise _put_back(ctx, trial, trial.mismatch)
-        if not _finish(ctx, trial, state, outcome, value, error):
-            return _lost(ctx, trial)
+            ending = error_ending(ctx, trial, e)
+        return end_trial(ctx, trial, ending)
+
+
+def _run_plain(trial: SpecTrial, ctx: TrialContext) -> Ending:
+    assert ctx.objective.function is not None
+    returned = ctx.objective.function(trial)
+    if returned is None or not math.isfinite(float(returned)):
+        raise ObjectiveError(f"objective returned {returned!r}; expected a finite float")
+    return Ending(TrialState.COMPLETE, "completed", float(returned))
+
+
+def error_ending(ctx: TrialContext, trial: SpecTrial, error: Exception) -> Ending:
+    """How a trial whose objective (or ``on_epoch``) raised ``error`` ended: pruned, early
+    stopped, or failed with the error recorded."""
+    if isinstance(error, optuna.TrialPruned):
+        value = trial.best_reported(ctx.direction)
+        if trial.early_stopped and value is not None:
+            # A plain objective raises TrialPruned when told to stop; stopping an overfitting
+            # or plateaued trial is not a failure: it completes at its best.
+            return Ending(TrialState.COMPLETE, "early_stopped", value)
+        return Ending(TrialState.PRUNED, "pruned", value)
+    if isinstance(error, TunesvcError):
+        return Ending(TrialState.FAIL, "failed", error=str(error))
+    return Ending(TrialState.FAIL, "failed", error=f"{type(error).__name__}: {error}")
+
+
+def interrupt(ctx: TrialContext, trial: SpecTrial) -> None:
+    """Ctrl-C or a stop request met ``trial``: failed as ``interrupted`` and queued again in one
+    transaction, so no moment leaves its slot unqueued (nothing, if it was lost meanwhile)."""
+    if _record_end(ctx, trial, "interrupted", "interrupted by the user"):
+        tid = trial.trial_id
+        ctx.retry(lambda: ctx.queue.requeue(tid, "interrupted", fail_running=True))
+
+
+def end_trial(ctx: TrialContext, trial: SpecTrial, ending: Ending) -> TrialResult:
+    """Record how ``trial`` ended, tell the pruner's board, the observers and ``on_event``;
+    its :class:`TrialResult` (outcome ``lost`` if another worker had failed it)."""
+    if trial.mismatch is not None:
+        raise _put_back(ctx, trial, trial.mismatch)
+    if not _finish(ctx, trial, ending.state, ending.outcome, ending.value, ending.error):
+        return lost_trial(ctx, trial)
     if ctx.board is not None:
-        ctx.board.add(trial.number, state, trial.reported)  # one worker decides repeatably
+        ctx.board.add(trial.number, ending.state, trial.reported)  # one worker decides alike
     if ctx.observers is not None:
-        ctx.observers.trial_finished(trial_id)
-    result = TrialResult(trial.number, state, outcome, value, error, dict(trial.params),
-                         label=trial.label)
+        ctx.observers.trial_finished(trial.trial_id)
+    result = TrialResult(trial.number, ending.state, ending.outcome, ending.value, ending.error,
+                         dict(trial.params), label=trial.label)
     ctx.emit(WorkerEvent("finished", ctx.worker, trial.number, result=result))
     return result
 
 
-def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str, float | None]:
-    # torch loads here, on the first structured trial: the CLI and plain studies stay fast.
-    from tunesvc.training import fit
+Start: TypeAlias = tuple["TrainingSetup", Callable[[EpochRecord], bool]]
+"""A structured trial's setup and the ``on_epoch`` that reports it (see start_structured)."""
 
+
+def start_structured(trial: SpecTrial, ctx: TrialContext) -> Start:
+    """A structured trial's params suggested, its setup built, and the ``on_epoch`` callback
+    that records its curves, reports its metric and asks the pruner (raising TrialPruned, or
+    returning True to stop early)."""
     assert ctx.objective.build is not None
     params = {name: trial.suggest_spec_param(name, p) for name, p in ctx.spec.params.items()}
     setup = ctx.objective.build({**ctx.objective.defaults, **params})
@@ -176,28 +229,45 @@ def _run_structured(trial: SpecTrial, ctx: TrialContext, slot: int) -> tuple[str
             raise optuna.TrialPruned(f"pruned at epoch {record.epoch}")
         return False
 
+    return setup, on_epoch
+
+
+def _run_structured(
+    trial: SpecTrial, ctx: TrialContext, slot: int, start: Start | None
+) -> Ending:
+    # torch loads here, on the first structured trial: the CLI and plain studies stay fast.
+    from tunesvc.training import fit
+
+    setup, on_epoch = start if start is not None else start_structured(trial, ctx)
     result = fit(
         setup,
         epochs=ctx.epochs,
         seed=ctx.spec.seed,
         device=ctx.device,
-        metric=metric,
+        metric=ctx.metric,
         on_epoch=on_epoch,
         checkpoint_path=ctx.checkpoint_path(slot),
     )
+    return fit_ending(trial, result)
+
+
+def fit_ending(trial: SpecTrial, result: FitResult) -> Ending:
+    """How a structured trial whose training returned ``result`` ended: completed, early
+    stopped, or diverged (PRUNED, with the evaluation where it diverged in its curves)."""
     if result.reason is not None:
         trial.set_user_attr(*attrs.REASON.item(result.reason))
     if result.diverged or result.value is None:
-        trial.curves = result.curves  # with the evaluation where it diverged
-        return "diverged", None
-    return ("early_stopped" if result.stopped_early else "completed"), float(result.value)
+        trial.curves = result.curves
+        return Ending(TrialState.PRUNED, "diverged")
+    outcome = "early_stopped" if result.stopped_early else "completed"
+    return Ending(TrialState.COMPLETE, outcome, float(result.value))
 
 
 def _put_back(ctx: TrialContext, trial: SpecTrial, mismatch: ObjectiveError) -> ObjectiveError:
     """Queue ``trial`` again as it was (WAITING on its slot, never FAIL: the spec is wrong, not
     the trial) and say why the run stops."""
     if ctx._writer is not None:
-        ctx._writer.drain()  # its reports so far land before it is queued again
+        ctx._writer.drain(trial.trial_id)  # its reports so far land before it is queued again
     tid = trial.trial_id
     ctx.retry(lambda: ctx.storage.set_trial_state_values(tid, TrialState.WAITING))
     return ObjectiveError(f"{mismatch}; the run stopped and trial {trial.number} went back to "
@@ -234,9 +304,11 @@ def _reference_acc(ctx: TrialContext) -> float | None:
     return best.value if ctx.metric == "val_acc" else None
 
 
-def _lost(ctx: TrialContext, trial: SpecTrial) -> TrialResult:
+def lost_trial(ctx: TrialContext, trial: SpecTrial) -> TrialResult:
+    """``trial`` was failed by another worker (no heartbeat): left to its retry, nothing more
+    written; its result says ``lost``."""
     if ctx._writer is not None:
-        ctx._writer.drain()  # this trial's remaining writes met the same finished trial
+        ctx._writer.drain(trial.trial_id)  # its remaining writes met the same finished trial
     gone = _study_gone(ctx)  # `study delete --force` fails the trial, then deletes the study
     if gone is not None:
         raise gone

@@ -132,7 +132,7 @@ class SpecTrial(_Trial):
     def flush(self) -> None:
         """Wait until this trial's reports and curves are in storage (see :mod:`_writer`)."""
         if self._ctx._writer is not None:
-            self._ctx._writer.flush()
+            self._ctx._writer.flush(self._tid)
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self._ctx.retry(lambda: _Trial.set_user_attr(self, key, value))

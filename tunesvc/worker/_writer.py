@@ -10,8 +10,9 @@ Nothing is lost or reordered: :meth:`TrialWriter.flush` waits for every write ha
 far and raises the first error one of them met (for example
 :class:`optuna.exceptions.UpdateFinishedTrialError` when another worker failed the trial as
 lost). The runner flushes before it finishes a trial, so the state change comes after the
-trial's last report, and every later hand-over raises such an error too, so a lost trial stops
-training at its next epoch.
+trial's last report, and the trial's next hand-over raises such an error too, so a lost trial
+stops training at its next epoch. Errors are kept per trial: in a population (many trials
+running in one worker) one member's lost trial never drops or fails another member's writes.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class TrialWriter:
         self._queue: deque[_Write] = deque()
         self._cond = threading.Condition()
         self._busy = False
-        self._error: BaseException | None = None
+        self._errors: dict[int, BaseException] = {}  # by trial id, first error each
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -61,23 +62,25 @@ class TrialWriter:
         """Queue a user attribute's write; replaces a queued write of the same key."""
         self._put(("attr", trial_id, key, value), coalesce=True)
 
-    def flush(self) -> None:
-        """Wait until every queued write is in storage; raise the first error one met.
+    def flush(self, trial_id: int | None = None) -> None:
+        """Wait until every queued write is in storage; raise the first error a write of trial
+        ``trial_id`` met (of any trial with ``None``).
 
-        An error is raised once (here or by the next hand-over), then forgotten; the writes
-        queued after it were dropped.
+        An error is raised once (here or by the trial's next hand-over), then forgotten; the
+        trial's writes queued after it were dropped.
         """
-        error = self.drain()
+        error = self.drain(trial_id)
         if error is not None:
             raise error
 
-    def drain(self) -> BaseException | None:
+    def drain(self, trial_id: int | None = None) -> BaseException | None:
         """Like :meth:`flush`, but return the error instead of raising it."""
         with self._cond:
             while self._queue or self._busy:
                 self._cond.wait()
-            error, self._error = self._error, None
-        return error
+            if trial_id is None:
+                trial_id = next(iter(self._errors), None)
+            return None if trial_id is None else self._errors.pop(trial_id, None)
 
     def close(self) -> None:
         """Wait for the queued writes, then end the thread (an error left is dropped: flush
@@ -97,8 +100,8 @@ class TrialWriter:
 
     def _put(self, write: _Write, *, coalesce: bool) -> None:
         with self._cond:
-            if self._error is not None:
-                error, self._error = self._error, None
+            error = self._errors.pop(write[1], None)
+            if error is not None:
                 raise error
             if self._closed:
                 raise RuntimeError("TrialWriter is closed")
@@ -131,10 +134,13 @@ class TrialWriter:
                 error = e
             with self._cond:
                 self._busy = False
-                if error is not None and self._error is None:
-                    self._error = error
-                if self._error is not None:
-                    self._queue.clear()  # the trial is over for this worker; see flush()
+                if error is not None:
+                    trial_id = write[1]
+                    self._errors.setdefault(trial_id, error)
+                    # The trial is over for this worker (see flush()); other trials go on.
+                    kept = [w for w in self._queue if w[1] != trial_id]
+                    self._queue.clear()
+                    self._queue.extend(kept)
                 self._cond.notify_all()
 
     def _apply(self, write: _Write) -> None:

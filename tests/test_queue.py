@@ -153,16 +153,18 @@ def _plain_optuna(url: str, name: str, go: Any, out: Any) -> None:
 
 
 def _run_processes(targets: list[tuple[Any, tuple[Any, ...]]]) -> list[Any]:
-    """Start the targets as spawned processes, let them go at once, collect one answer each."""
+    """Start the targets as spawned processes, let them go at once, collect one answer each.
+    ``go`` is a barrier: each process passes it once its imports are done, so none starts
+    claiming while the others still import (on a loaded machine one could drain the queue)."""
     ctx = multiprocessing.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
+    go, out = ctx.Barrier(len(targets) + 1), ctx.Queue()
     procs = [ctx.Process(target=f, args=(*args, go, out)) for f, args in targets]
     for p in procs:
         p.start()
     results: list[Any] = []
     deadline = time.monotonic() + WAIT_S
     try:
-        go.set()
+        go.wait(WAIT_S)
         while len(results) < len(procs):
             try:
                 results.append(out.get(timeout=0.5))
@@ -247,6 +249,7 @@ def test_requeue_racing_itself_queues_one_retry(db_url: str) -> None:
 
 def _claim_and_die(url: str, study_id: int, go: Any, out: Any) -> None:
     storage = open_storage(url)
+    go.wait(WAIT_S)
     claim = StudyQueue(storage, study_id).claim(_grid(), {"pid": os.getpid()})
     assert claim is not None
     out.put(claim.trial_id)

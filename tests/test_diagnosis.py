@@ -515,3 +515,21 @@ def test_never_claims_what_the_curves_cannot_show(
     if n >= 2:
         decayed = Curves(**{**vars(curves), "lr": [1.0 / (1 + e) for e in curves.epoch]})
         assert diagnose(decayed, num_classes=num_classes).label != "plateau"
+
+
+def test_an_accuracy_wobbling_under_a_still_falling_loss_is_not_divergence() -> None:
+    """bench_fault_labels' width-1 MLP on digits (seed 0): train accuracy up to 0.267 at epoch
+    3 and back to 0.22, while the train loss falls to a new low at every epoch but one. A model
+    too small to use its better loss underfits; it did not diverge."""
+    train_loss = [2.536, 2.517, 2.454, 2.377, 2.315, 2.267, 2.212, 2.18, 2.151, 2.133, 2.101,
+                  2.098, 2.066, 2.073, 2.066, 2.052, 2.047, 2.038, 2.035, 2.033, 2.03]
+    train_acc = [0.121, 0.123, 0.093, 0.267, 0.261, 0.24, 0.227, 0.221, 0.213, 0.22, 0.22, 0.219,
+                 0.22, 0.22, 0.211, 0.213, 0.216, 0.218, 0.218, 0.213, 0.221]
+    val_acc = [0.103, 0.106, 0.184, 0.284, 0.242, 0.226, 0.201, 0.198, 0.201, 0.248, 0.234,
+               0.231, 0.237, 0.231, 0.234, 0.226, 0.228, 0.231, 0.231, 0.231, 0.231]
+    curves = make(train_loss, train_acc=train_acc, val_acc=val_acc)
+    assert diagnose(curves, num_classes=10).label == "underfitting"
+    # The same accuracies over a train loss that gave its progress back: a collapse.
+    back = train_loss[:4] + [2.3 + 0.02 * i for i in range(len(train_loss) - 4)]
+    d = diagnose(make(back, train_acc=train_acc, val_acc=val_acc), num_classes=10)
+    assert d.label == "diverged", d.reason

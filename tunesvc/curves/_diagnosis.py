@@ -390,7 +390,10 @@ def diagnose(
     )
     if found is None and len(train_loss):
         found = _climbed_back(train_loss, th)
-    if found is None:
+    if found is None and not _still_falling(train_loss, th):
+        # An accuracy that fell back while the train loss still falls to new lows is a model
+        # too small to turn a better loss into a better argmax (accuracy wobbling at 0.2 under
+        # a steadily falling loss), not a run that diverged.
         acc_name, acc = ("train_acc", train_acc) if len(train_acc) else ("val_acc", val_acc)
         found = _collapsed(acc_name, acc, th)
     if found is not None:
@@ -582,6 +585,14 @@ def _climbed_back(loss: _Series, th: DiagnosisThresholds) -> Diagnosis | None:
         climb_giveback=th.climb_giveback,
     )
     return dataclasses.replace(diagnosis, advice=CLIMB_ADVICE)
+
+
+def _still_falling(loss: _Series, th: DiagnosisThresholds) -> bool:
+    """Whether the train loss ``loss`` reached its lowest value within the last ``window``
+    evaluations (it gave back none of its progress); False when too short to say."""
+    if len(loss) < th.window + 2:
+        return False
+    return min(loss.values[-th.window :]) <= min(loss.values)
 
 
 def _collapsed(name: str, acc: _Series, th: DiagnosisThresholds) -> Diagnosis | None:

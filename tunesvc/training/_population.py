@@ -376,16 +376,7 @@ class Population:
         assert member.replay is not None
         records, member.replay = member.replay, None
         for record in records:
-            try:
-                stop = member.on_epoch is not None and member.on_epoch(record)
-            except Exception as err:  # noqa: BLE001 - the member's outcome, handed to the caller
-                ended.append(MemberEnd(member.key, None, err))
-                return
-            if stop:
-                result = fit_result(
-                    member.curves, member.metric, member.num_classes, stopped_at=record.epoch
-                )
-                ended.append(MemberEnd(member.key, result))
+            if _hand_over(member, record, ended):
                 return
         if member.epoch >= member.epochs:
             result = fit_result(member.curves, member.metric, member.num_classes)
@@ -424,17 +415,7 @@ class Population:
                 assert self._stack is not None
                 save_checkpoint(member.checkpoint_path, self._stack.checkpoint(member))
                 member.last_checkpoint = time.monotonic()
-        try:
-            stop = member.on_epoch is not None and member.on_epoch(record)
-        except Exception as err:  # noqa: BLE001 - the member's outcome, handed to the caller
-            ended.append(MemberEnd(member.key, None, err))
-            return
-        if stop:
-            result = fit_result(
-                member.curves, member.metric, member.num_classes, stopped_at=record.epoch
-            )
-            ended.append(MemberEnd(member.key, result))
-        elif member.epoch >= member.epochs:
+        if not _hand_over(member, record, ended) and member.epoch >= member.epochs:
             result = fit_result(member.curves, member.metric, member.num_classes)
             ended.append(MemberEnd(member.key, result))
 
@@ -444,6 +425,22 @@ class Population:
             del self._members[key]
         if gone and self._stack is not None:
             self._stack.drop(gone)
+
+
+def _hand_over(member: _Member, record: EpochRecord, ended: list[MemberEnd]) -> bool:
+    """Pass ``record`` to the member's ``on_epoch``; whether that ended the member (it asked to
+    stop, or raised: either is in ``ended``)."""
+    try:
+        stop = member.on_epoch is not None and member.on_epoch(record)
+    except Exception as err:  # noqa: BLE001 - the member's outcome, handed to the caller
+        ended.append(MemberEnd(member.key, None, err))
+        return True
+    if stop:
+        result = fit_result(
+            member.curves, member.metric, member.num_classes, stopped_at=record.epoch
+        )
+        ended.append(MemberEnd(member.key, result))
+    return bool(stop)
 
 
 def _member_run(setup: TrainingSetup, seed: int, metric: str | None) -> _Run:

@@ -37,6 +37,9 @@ REFRESH_S = 2.0
 IDLE_S = 60.0
 """The reader stops after this long without a decision (a worker between studies)."""
 
+ADD_CHUNK = 500
+"""Finished trials the reader adds to the board per hold of its lock."""
+
 _logger = logging.getLogger("tunesvc")
 
 Finished = tuple[int, TrialState, Mapping[int, float]]
@@ -144,9 +147,13 @@ class Board:
                         self._error = e
                     break
             else:
+                # In chunks, the lock released between them: a first read of a big study (10,000
+                # trials and more) never holds up the training thread's decision for all of it.
+                for start in range(0, len(rows), ADD_CHUNK):
+                    with self._lock:
+                        for number, state, values in rows[start:start + ADD_CHUNK]:
+                            self._finished.add(number, state, values)
                 with self._lock:
-                    for number, state, values in rows:
-                        self._finished.add(number, state, values)
                     self._cursor, self._read_at = cursor, time.monotonic()
             self._closed.wait(self._refresh_s)
         with self._lock:

@@ -25,6 +25,7 @@ import argparse
 import importlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +34,14 @@ from typing import Any
 import optuna
 import torch
 
-from tunesvc import CURVES_ATTR, Curves
-from tunesvc.pruning import LearningCurvePruner
-from tunesvc.storage import attrs
-from tunesvc.training._fit import fit
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rung_rank import RungRankPruner  # noqa: E402
+
+from tunesvc import CURVES_ATTR, Curves  # noqa: E402
+from tunesvc.pruning import LearningCurvePruner  # noqa: E402
+from tunesvc.storage import attrs  # noqa: E402
+from tunesvc.training._fit import fit  # noqa: E402
 
 TOLERANCE = 0.005  # 0.5 accuracy points
 
@@ -149,6 +154,8 @@ def replay(
                 action = pruner.decision_for(study, frozen).action
             else:
                 action = "prune" if trial.should_prune() else "continue"
+                if isinstance(pruner, RungRankPruner) and trial.number in pruner.stopped:
+                    action = "early_stop"  # its plateau early stop completes the trial
             decide_s += time.perf_counter() - t0
             decisions += 1
             if action == "prune":
@@ -173,6 +180,7 @@ PRUNERS: dict[str, Callable[[int], optuna.pruners.BasePruner | None]] = {
     "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(),
     "diagnostic": lambda epochs: LearningCurvePruner(max_epochs=epochs),
     "diagnostic, no max_epochs": lambda epochs: LearningCurvePruner(),
+    "rung ranking (before issue 11)": lambda epochs: RungRankPruner(),
 }
 
 

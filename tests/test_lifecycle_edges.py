@@ -14,13 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from test_faults import wait_for
 from typer.testing import CliRunner
 
 from tunesvc import service
@@ -47,14 +47,6 @@ def curves(url: str, name: str) -> dict[str, Any]:
     assert trial.state == TrialState.COMPLETE
     value: dict[str, Any] = trial.user_attrs["curves"]
     return value
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 # --- item 1: a checkpoint belongs to one study of one storage ----------------------------------

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from test_training import CLASSES, FEATURES, TRAIN, VAL, _data  # fit's tests' data
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -53,18 +54,8 @@ from tunesvc.training._seeded import (
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FEATURES, CLASSES, HIDDEN = 8, 4, 32
+HIDDEN = 32
 REL = 1e-6
-
-
-def _data(n: int, seed: int) -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, FEATURES, generator=g)
-    w = torch.randn(FEATURES, CLASSES, generator=torch.Generator().manual_seed(99))
-    return x, (x @ w).argmax(dim=1)
-
-
-TRAIN, VAL = _data(256, 1), _data(128, 2)
 
 
 def _mlp(dropout: float = 0.2, hidden: int = HIDDEN) -> Callable[[], nn.Module]:

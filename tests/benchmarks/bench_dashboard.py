@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import resource
 import sys
 import tempfile
 import threading
@@ -38,17 +37,13 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench_scale import _database, _fill, _new_study  # noqa: E402
+from bench_scale import _database, _fill, _new_study, _rss_peak_mb  # noqa: E402
 
 from tunesvc import service  # noqa: E402
 from tunesvc.presentation import make_dashboard  # noqa: E402
 from tunesvc.storage import open_storage  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-
-def _rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _get(url: str) -> tuple[float, int]:

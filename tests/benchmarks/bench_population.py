@@ -45,7 +45,6 @@ import copy
 import importlib
 import math
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -67,23 +66,12 @@ from tunesvc.curves._curves import EpochRecord  # noqa: E402
 from tunesvc.training._fit import TrainingSetup, fit, resolve_device  # noqa: E402
 from tunesvc.training._population import Population  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_training import machine  # noqa: E402
+
 TARGET = ("digits_mlp", 64, 2.0)  # objective, K, at least this many times fit's rate
 PG_URL = os.environ.get("TUNESVC_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    load = f", load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return (
-        f"{cpu}, {os.cpu_count()} cores{load}{gpu}; torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
 
 
 def trial_params(objective: str, count: int, seed: int = 0) -> list[dict[str, Any]]:

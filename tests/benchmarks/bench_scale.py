@@ -182,8 +182,14 @@ def _service_worker(url: str, name: str, k: int, go: Any, out: Any) -> None:
     stamps = [time.perf_counter()]
     service.run_study(name, url, n_trials=k, on_result=lambda _: stamps.append(
         time.perf_counter()))
-    times = [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # after the first
-    out.put({"first": stamps[1] - stamps[0], "times": times, "rss": _rss_peak_mb()})
+    out.put(_paced(stamps))
+
+
+def _paced(stamps: list[float]) -> dict[str, Any]:
+    """From the start and each finished trial's clock: the first trial's seconds, the seconds of
+    each one after it, and this process's peak memory."""
+    times = [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]
+    return {"first": stamps[1] - stamps[0], "times": times, "rss": _rss_peak_mb()}
 
 
 def _optimize_worker(url: str, name: str, k: int, go: Any, out: Any) -> None:
@@ -199,8 +205,7 @@ def _optimize_worker(url: str, name: str, k: int, go: Any, out: Any) -> None:
     stamps = [time.perf_counter()]
     study.optimize(objective, n_trials=k + 1,
                    callbacks=[lambda *_: stamps.append(time.perf_counter())])
-    times = [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]
-    out.put({"first": stamps[1] - stamps[0], "times": times, "rss": _rss_peak_mb()})
+    out.put(_paced(stamps))
     storage.engine.dispose()
 
 
